@@ -1,0 +1,9 @@
+//! clawdlets: the host agent of a fleet of bot servers.
+//!
+//! Each concern owns one module with a single `run` entry that the CLI calls; see
+//! `docs/ARCHITECTURE.md` for the map and the invariants every module keeps.
+
+pub mod cli;
+pub mod exit;
+pub mod logging;
+pub mod secret;

@@ -1,0 +1,4 @@
+//! All integration tests in one binary (one link, fast CI). Each concern has its own module; the
+//! shared harness lives in `common`. Tests drive the built `clawdlets` binary the way a user would.
+
+mod common;
