@@ -90,6 +90,7 @@
         }
         // {
           package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+          assertions = import ./tests/vm/assertions.nix { inherit pkgs self nixpkgs; };
           nix-unit =
             let
               result = import ./tests/nix/run.nix;
