@@ -93,7 +93,7 @@
           assertions = import ./tests/vm/assertions.nix { inherit pkgs self nixpkgs; };
           nix-unit =
             let
-              result = import ./tests/nix/run.nix;
+              result = import ./tests/nix/run.nix { nixpkgsLib = "${nixpkgs}/lib"; };
             in
             assert lib.assertMsg (result.failed == [ ])
               "pure-Nix unit tests failed: ${builtins.toJSON result.failed}";

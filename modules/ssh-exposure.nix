@@ -18,7 +18,7 @@ let
   # every nftables (re)load, because a reload re-creates the bootstrap chain.
   expiryScript = pkgs.writeShellScript "clawdlets-bootstrap-expiry" ''
     set -eu
-    PATH=${lib.makeBinPath [ pkgs.coreutils pkgs.nftables pkgs.util-linux ]}
+    PATH=${lib.makeBinPath [ pkgs.coreutils pkgs.gnugrep pkgs.nftables pkgs.util-linux ]}
     mkdir -p "$(dirname ${deadlineFile})"
     ${if scfg.bootstrapUntil != null then ''
       deadline=${toString scfg.bootstrapUntil}

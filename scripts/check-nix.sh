@@ -32,7 +32,13 @@ done < <(find . -name '*.nix' -not -path './target/*' -not -path './.git/*' -not
 echo "   parsed $n files"
 
 echo "-- pure-Nix unit tests (tests/nix)"
-out="$(nixi --eval --strict --json tests/nix/run.nix)"
+lib_args=(--arg nixpkgsLib null)
+if [ -n "${CLAWDLETS_NIXPKGS_LIB:-}" ]; then
+  # Optional: also evaluate the modules with the real nixpkgs lib module system (module-eval.nix).
+  lib_args=(--arg nixpkgsLib "$(realpath "$CLAWDLETS_NIXPKGS_LIB")")
+  echo "   with module evaluation against $CLAWDLETS_NIXPKGS_LIB"
+fi
+out="$(nixi --eval --strict --json tests/nix/run.nix "${lib_args[@]}")"
 passed="$(printf '%s' "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["passed"])')"
 failed="$(printf '%s' "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin)["failed"]; [print(json.dumps(x)) for x in d]')"
 if [ -n "$failed" ]; then

@@ -1,11 +1,18 @@
 # Runs every pure-Nix unit test file and returns { passed; failed = [ { file, case, got, expected } ] }.
 #   nix-instantiate --eval --strict --json tests/nix/run.nix
+# With a nixpkgs lib directory, also the module evaluation (module-eval.nix):
+#   nix-instantiate --eval --strict --json tests/nix/run.nix --arg nixpkgsLib /path/to/nixpkgs/lib
+{ nixpkgsLib ? null }:
 let
-  files = [ "firewall" "policy" "manifest" "fleet" "verify" ];
-  inherit (builtins) attrNames concatLists filter isAttrs isBool length map;
+  files = [ "firewall" "policy" "manifest" "fleet" "verify" ]
+    ++ (if nixpkgsLib == null then [ ] else [ "module-eval" ]);
+  load = f:
+    let t = import (./. + "/${f}.nix"); in
+    if builtins.isFunction t then t { inherit nixpkgsLib; } else t;
+  inherit (builtins) attrNames concatLists filter isBool length map;
   results = concatLists (map
     (f:
-      let cases = import (./. + "/${f}.nix"); in
+      let cases = load f; in
       map
         (c:
           let
