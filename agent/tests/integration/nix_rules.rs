@@ -571,3 +571,96 @@ fn nix_rules_reject_injection_before_nft() {
     );
     assert_eq!(nix_eval(&expr), serde_json::Value::Bool(false));
 }
+
+/// The cgroup v2 hierarchy root, when this machine has one (pure v2 or the hybrid `unified` mount).
+fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").exists())
+}
+
+/// A leaf cgroup `<unique>/bot.service` (level 2, like `system.slice/x.service`), removed on drop.
+struct TestCgroup {
+    root: PathBuf,
+    rel: String,
+}
+
+impl TestCgroup {
+    fn create(root: &Path) -> TestCgroup {
+        let rel = format!("{}/bot.service", common::unique_name("clwcg"));
+        std::fs::create_dir_all(root.join(&rel)).expect("create cgroup");
+        TestCgroup {
+            root: root.to_path_buf(),
+            rel,
+        }
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.root.join(&self.rel).join("cgroup.procs")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let leaf = self.root.join(&self.rel);
+        let _ = std::fs::remove_dir(&leaf);
+        if let Some(parent) = leaf.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+#[test]
+fn nix_rules_bot_cgroup_set_blocks_smtp_whatever_the_uid() {
+    let test = "nix_rules_bot_cgroup_set_blocks_smtp_whatever_the_uid";
+    if !available(test) || !require_tool(test, "nsenter") || !require_tool(test, "unshare") {
+        return;
+    }
+    let Some(root) = cgroup2_root() else {
+        eprintln!("SKIP {test}: no cgroup v2 hierarchy on this machine");
+        return;
+    };
+    let t = topology();
+    // No bot uids: only the cgroup rules can match, as for a DynamicUser bot unit.
+    load(
+        &t.host,
+        &render(r#"{ egress = { mode = "smtp-only"; smtpHostWide = false; botUsers = [ ]; }; }"#),
+    );
+    let _l = Listeners::start(&t.peer, "0.0.0.0", &[25, 443], &[]);
+    let cg = TestCgroup::create(&root);
+
+    // What systemd does for NFTSet=cgroup:inet:clawdlets:bot_cgroups. nft resolves the path
+    // under /sys/fs/cgroup, so on a hybrid layout the v2 mount is bound there privately.
+    let netns_path = format!("/run/netns/{}", t.host.name);
+    let add = format!(
+        "mount --bind {} /sys/fs/cgroup && nsenter --net={netns_path} nft add element inet clawdlets bot_cgroups '{{ \"{}\" }}'",
+        root.display(),
+        cg.rel
+    );
+    common::run_ok(Command::new("unshare").args(["-m", "sh", "-c", &add]));
+
+    // `ip netns exec` would remount /sys (hiding the cgroup mount); nsenter keeps it.
+    let in_cgroup = |port: u16| {
+        let script = format!(
+            "echo $$ > {} && exec ncat -z -w 1 {PEER_WAN} {port}",
+            cg.procs().display()
+        );
+        common::run(
+            Command::new("nsenter")
+                .arg(format!("--net={netns_path}"))
+                .args(["sh", "-c", &script]),
+        )
+        .status
+        .success()
+    };
+    assert!(
+        !in_cgroup(25),
+        "a process in a bot unit's cgroup is blocked from SMTP even as root"
+    );
+    assert!(in_cgroup(443), "the same process reaches HTTPS");
+    assert!(
+        tcp_as(&t.host, None, PEER_WAN, 25),
+        "outside the bot cgroup SMTP passes (hostWide = false)"
+    );
+}
