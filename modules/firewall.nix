@@ -114,7 +114,12 @@ in
     (mkIf fwcfg.enable {
       networking.firewall.enable = mkDefault false;
       networking.nftables.enable = true;
-      networking.nftables.ruleset = fwcfg.ruleset;
+      # Only the clawdlets table is replaced on (re)load; tables of tailscaled, docker or the
+      # user stay untouched (mkDefault: set flushRuleset = true to get a clean slate instead).
+      networking.nftables.flushRuleset = mkDefault false;
+      networking.nftables.tables.${fwcfg.tableName} = {
+        inherit (clib.firewall.nixosTable policyInput) family content;
+      };
       # The build-time `nft -c` runs in a sandbox (an LKL kernel) without the bot users: user
       # names in skuid sets cannot resolve there, so the check sees uid 65534 instead, and the
       # cgroup-socket rules (nft_socket, not in every check kernel) are left out of the check

@@ -230,19 +230,15 @@ let
     # gateway answering on loopback must not be cut off by the loopback rule).
     else [ "ct state { established, related } accept" ] ++ botSmtp ++ loopback ++ botsOffHost ++ [ "oifname \"lo\" accept" ] ++ hostSmtp;
 
-  # The complete `table inet <name>` text. `nft -f` of this text replaces nothing else; NixOS
-  # loads it inside its own ruleset (networking.nftables.tables).
-  render = p:
+  # The lines inside `table inet <name> { ... }` (indented by two spaces).
+  bodyLines = p:
     let
       n = normalize p;
       ssh = sshRules n;
       out = egressRules n;
       needCgroupSet = n.egress.mode != "none" && n.egress.botCgroupSet;
     in
-    lines ([
-      "table inet ${n.tableName} {"
-    ]
-    ++ (if needCgroupSet then [
+    (if needCgroupSet then [
       "  # Filled at runtime by systemd (NFTSet=cgroup:inet:${n.tableName}:bot_cgroups on bot units)."
       "  set bot_cgroups {"
       "    type cgroupsv2"
@@ -279,11 +275,22 @@ let
         "    type filter hook output priority filter; policy accept;"
       ]
       ++ indent "    " out
-      ++ [ "  }" ])
-    ++ [ "}" ]) + "\n";
+      ++ [ "  }" ]);
+
+  # The complete `table inet <name>` text; `nft -f` of it touches no other table.
+  render = p:
+    lines ([ "table inet ${(normalize p).tableName} {" ] ++ bodyLines p ++ [ "}" ]) + "\n";
+
+  # For NixOS' networking.nftables.tables.<name>: the table body, which NixOS wraps in
+  # `table inet <name> { ... }` after deleting the previous version of that table only.
+  nixosTable = p: {
+    name = (normalize p).tableName;
+    family = "inet";
+    content = lines (bodyLines p) + "\n";
+  };
 in
 {
-  inherit defaults normalize render;
+  inherit defaults normalize render nixosTable;
   # The nft command the bootstrap expiry unit runs to close bootstrap SSH.
   closeBootstrapCommand = tableName: "flush chain inet ${tableName} bootstrap_ssh";
 }

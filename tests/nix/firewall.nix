@@ -100,4 +100,9 @@ in
   rejectsBadTable = h.throws (r { tableName = "x y"; });
   acceptsNumericUid = h.contains "meta skuid { 0 }" (r { egress.botUsers = [ 0 ]; });
   deterministic = { expr = r { }; expected = r { }; };
+  nixosTableMatchesRender = {
+    expr = let t = fw.nixosTable { sshExposure.mode = "bootstrap"; egress.botUsers = [ "bot-a" ]; }; in
+      [ t.name t.family ("table inet clawdlets {\n" + t.content + "}\n") ];
+    expected = [ "clawdlets" "inet" (r { sshExposure.mode = "bootstrap"; egress.botUsers = [ "bot-a" ]; }) ];
+  };
 }

@@ -66,6 +66,15 @@ let
       networking.nftables = {
         enable = mkOption { type = types.bool; default = false; };
         ruleset = mkOption { type = types.lines; default = ""; };
+        flushRuleset = mkOption { type = types.bool; default = true; };
+        tables = mkOption {
+          default = { };
+          type = types.attrsOf (types.submodule ({ name, ... }: {
+            options.name = mkOption { type = types.str; default = name; };
+            options.family = mkOption { type = types.enum [ "ip" "ip6" "inet" "arp" "bridge" "netdev" ]; };
+            options.content = mkOption { type = types.lines; };
+          }));
+        };
         preCheckRuleset = mkOption { type = types.lines; default = ""; };
       };
       networking.hosts = mkOption { type = anyAttrs; default = { }; };
@@ -147,7 +156,10 @@ in
 {
   saneHasNoFailures = { expr = failures sane; expected = [ ]; };
   disabledTouchesNothing = { expr = [ disabled.networking.nftables.enable disabled.services.openssh.enable (disabled.assertions == [ ]) ]; expected = [ false false true ]; };
-  rulesetReachesNftables = h.contains "table inet clawdlets" sane.networking.nftables.ruleset;
+  rulesetReachesNftables = {
+    expr = with sane.networking.nftables; [ tables.clawdlets.family (h.contains "chain input {" tables.clawdlets.content) flushRuleset ruleset ];
+    expected = [ "inet" true false "" ];
+  };
   nixosFirewallOff = { expr = [ sane.networking.firewall.enable sane.networking.nftables.enable sane.services.openssh.openFirewall ]; expected = [ false true false ]; };
   sshdHardened = {
     expr = with sane.services.openssh.settings; [ PasswordAuthentication KbdInteractiveAuthentication PermitRootLogin X11Forwarding AllowAgentForwarding MaxAuthTries ];
@@ -159,7 +171,7 @@ in
   publicNeedsAck = fails "acknowledgePublic" (with' { clawdlets.sshExposure.mode = "public"; });
   noKeys = fails "nobody could log in" (eval { clawdlets.enable = true; });
   sshPortBypass = fails "bypass" (with' { networking.firewall.allowedTCPPorts = [ 22 80 ]; });
-  otherPortsCarried = h.contains "tcp dport { 80 } accept" (with' { networking.firewall.allowedTCPPorts = [ 80 ]; clawdlets.sshExposure = { mode = "public"; acknowledgePublic = true; }; }).networking.nftables.ruleset;
+  otherPortsCarried = h.contains "tcp dport { 80 } accept" (with' { networking.firewall.allowedTCPPorts = [ 80 ]; clawdlets.sshExposure = { mode = "public"; acknowledgePublic = true; }; }).networking.nftables.tables.clawdlets.content;
   botOutsideGroup = fails "not in group" (eval (lib.recursiveUpdate base { clawdlets.bots.x = { }; users.users.bot-x.extraGroups = lib.mkForce [ ]; }));
   emptyProxy = fails "empty allowlist" (with' { clawdlets.egress.mode = "proxy-allowlist"; });
   bootstrapUnit = { expr = [ (bootstrap.systemd.services ? clawdlets-bootstrap-expiry) (bootstrap.systemd.timers ? clawdlets-bootstrap-expiry) ]; expected = [ true true ]; };
@@ -167,14 +179,14 @@ in
   bootstrapWarns = builtins.any (w: h.contains "BOOTSTRAP" w) bootstrap.warnings;
   bootstrapWindowSeconds = { expr = (with' { clawdlets.sshExposure = { mode = "bootstrap"; bootstrapWindow = "2h"; }; }).clawdlets.sshExposure.bootstrapWindowSeconds; expected = 7200; };
   botUser = { expr = with proxy.users.users.bot-maren; [ group extraGroups isSystemUser ]; expected = [ "bot-maren" [ "clf-bots" ] true ]; };
-  botInRuleset = h.contains ''meta skuid { "bot-maren" } oifname != "lo"'' proxy.networking.nftables.ruleset;
+  botInRuleset = h.contains ''meta skuid { "bot-maren" } oifname != "lo"'' proxy.networking.nftables.tables.clawdlets.content;
   botUnitSandboxed = {
     expr = with proxy.systemd.services.clawdlets-bot-maren.serviceConfig; [ User IPAddressDeny IPAddressAllow NFTSet ];
     expected = [ "bot-maren" "any" [ "localhost" ] [ "cgroup:inet:clawdlets:bot_cgroups" ] ];
   };
   botUnitProxyEnv = { expr = proxy.systemd.services.clawdlets-bot-maren.environment.HTTPS_PROXY; expected = "http://127.0.0.1:3128"; };
   proxyService = h.contains "egress-proxy --config /nix/store/fake-clawdlets-egress-proxy.json" proxy.systemd.services.clawdlets-egress-proxy.serviceConfig.ExecStart;
-  proxyLoopbackOnlyProxyPort = h.contains "tcp dport != { 3128 }" proxy.networking.nftables.ruleset;
+  proxyLoopbackOnlyProxyPort = h.contains "tcp dport != { 3128 }" proxy.networking.nftables.tables.clawdlets.content;
   orchSocket = {
     expr = with orch.systemd.sockets.clf-orchestrator; [ listenStreams socketConfig.SocketMode socketConfig.SocketGroup socketConfig.SocketUser ];
     expected = [ [ "/run/clf/orchestrator.sock" ] "0660" "clf-bots" "clf-orchestrator" ];
@@ -205,5 +217,5 @@ in
   fleetHostsEvaluate = { expr = [ (failures f1) (failures f2) ]; expected = [ [ ] [ ] ]; };
   fleetHostName = { expr = [ f1.networking.hostName f1.clawdlets.sshExposure.mode f2.clawdlets.egress.mode ]; expected = [ "fleet-1" "bootstrap" "proxy-allowlist" ]; };
   fleetSecretsPath = { expr = f1.clawdlets.secrets.discord_token_maren.sopsFile; expected = "/var/lib/clawdlets/secrets/hosts/fleet-1/discord_token_maren.yaml"; };
-  fleetBotProxyConfigUsers = h.contains ''meta skuid { "bot-ana", "bot-bo" }'' f2.networking.nftables.ruleset;
+  fleetBotProxyConfigUsers = h.contains ''meta skuid { "bot-ana", "bot-bo" }'' f2.networking.nftables.tables.clawdlets.content;
 }
