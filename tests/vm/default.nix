@@ -78,8 +78,14 @@ in
     name = "clawdlets-secrets";
     nodes.machine = { config, ... }: {
       imports = [ base ];
-      environment.etc."clawdlets-test/key.txt" = { source = ./fixtures/test-host-age-key.txt; mode = "0400"; };
-      clawdlets.sops.ageKeyFile = "/etc/clawdlets-test/key.txt";
+      # Stands in for `nixos-anywhere --extra-files`: the host key is in place before any secret
+      # is installed (also before users, for neededForUsers). Throwaway key; never do this for real.
+      system.activationScripts.testHostKey = {
+        deps = [ "specialfs" ];
+        text = "install -D -m 0400 ${./fixtures/test-host-age-key.txt} /var/lib/sops-nix/key.txt";
+      };
+      system.activationScripts.setupSecretsForUsers.deps = [ "testHostKey" ];
+      system.activationScripts.setupSecrets.deps = [ "testHostKey" ];
       clawdlets.sops.ageSshKeyPaths = [ ];
       clawdlets.bots.maren = { };
       clawdlets.secrets = {
@@ -229,6 +235,8 @@ in
       clawdlets.egress = {
         mode = "proxy-allowlist";
         proxy.allowedDomains = [ "allowed.test" ];
+        # The test "internet" is a private VLAN; the proxy refuses private ranges unless allowed.
+        proxy.settings.allowRanges = [ "192.168.1.0/24" ];
       };
       clawdlets.bots.maren.command = "${pkgs.coreutils}/bin/sleep infinity";
       environment.systemPackages = [ pkgs.curl pkgs.nmap ];
