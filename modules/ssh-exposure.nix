@@ -30,6 +30,12 @@ let
       fi
       deadline=$(cat ${deadlineFile})
     ''}
+    case "$deadline" in
+      ""|*[!0-9]*)
+        # Fail closed: an unreadable deadline must not keep bootstrap SSH open for good.
+        logger -p auth.warning -t clawdlets "event=ssh_bootstrap_deadline_invalid ${deadlineFile} holds no Unix time; closing bootstrap SSH"
+        deadline=0 ;;
+    esac
     now=$(date +%s)
     if [ "$now" -ge "$deadline" ]; then
       if nft list chain inet ${table} bootstrap_ssh 2>/dev/null | grep -q accept; then
