@@ -101,6 +101,9 @@ let
         else " until Unix time ${toString s.bootstrapUntil}")
         + ". Switch clawdlets.sshExposure.mode to \"tailnet\" as soon as the host is on the tailnet.")
     ] else [ ])
+    ++ (if s.mode == "bootstrap" && n.tailnet.mode != "tailscale" then [
+      "clawdlets: bootstrap SSH will expire and clawdlets.tailnet.mode = \"${n.tailnet.mode}\": after that nothing accepts SSH (console only). Enable the tailnet or plan the switch to another mode."
+    ] else [ ])
     ++ (if s.mode == "public" && s.sourceRanges == [ ] then [
       "clawdlets: SSH is PUBLIC and open to the whole internet (clawdlets.sshExposure.sourceRanges is empty)."
     ] else [ ])

@@ -35,4 +35,6 @@ in
   worldOpenPublicWarns = h.contains "whole internet" (builtins.head (p.warnings { sshExposure = { mode = "public"; acknowledgePublic = true; }; }));
   egressNoneWarns = h.contains "egress.mode = \"none\"" (builtins.head (p.warnings { egress.mode = "none"; }));
   tailnetNoWarnings = { expr = p.warnings { }; expected = [ ]; };
+  bootstrapWithoutTailnetWarnsOfLockout = builtins.any (w: h.contains "console only" w) (p.warnings { sshExposure.mode = "bootstrap"; tailnet.mode = "none"; });
+  bootstrapWithTailnetNoLockoutWarning = !(builtins.any (w: h.contains "console only" w) (p.warnings { sshExposure.mode = "bootstrap"; }));
 }

@@ -70,6 +70,39 @@ let
       ${script}
     '';
   };
+
+  # A bot host and an "internet" node listening on the mail ports (TCP, and UDP 25) and 443.
+  mkEgressTest = mode: script: runTest {
+    name = "clawdlets-egress-${mode}";
+    nodes.internet = {
+      virtualisation.vlans = [ 1 ];
+      networking.firewall.enable = false;
+      systemd.services = lib.listToAttrs (map (p: lib.nameValuePair "listen-tcp-${toString p}" {
+        wantedBy = [ "multi-user.target" ];
+        serviceConfig.ExecStart = "${pkgs.socat}/bin/socat TCP-LISTEN:${toString p},fork,reuseaddr OPEN:/dev/null";
+      }) [ 25 465 587 2525 443 ]) // {
+        listen-udp-25 = {
+          wantedBy = [ "multi-user.target" ];
+          serviceConfig.ExecStart = "${pkgs.socat}/bin/socat -u UDP-RECV:25 OPEN:/tmp/udp25,creat,append";
+        };
+      };
+    };
+    nodes.server = {
+      imports = [ base ];
+      virtualisation.vlans = [ 1 ];
+      clawdlets.egress.mode = mode;
+      clawdlets.bots.maren.command = "${pkgs.coreutils}/bin/sleep infinity";
+      environment.systemPackages = [ pkgs.nmap ];
+    };
+    testScript = ''
+      start_all()
+      internet.wait_for_unit("listen-tcp-443.service")
+      internet.wait_for_unit("listen-udp-25.service")
+      server.wait_for_unit("nftables.service")
+      server.wait_for_unit("clawdlets-bot-maren.service")
+      ${script}
+    '';
+  };
 in
 {
   # A pet host: secrets from a real SOPS file and a test age key, owners, modes, nested keys,
@@ -175,45 +208,24 @@ in
 
   # smtp-only: mail ports (TCP and UDP) blocked for the bot and host-wide, HTTPS passes; the bot
   # unit's cgroup is registered in the nft set by systemd.
-  vm-egress-smtp-only = runTest {
-    name = "clawdlets-egress-smtp-only";
-    nodes.internet = {
-      virtualisation.vlans = [ 1 ];
-      networking.firewall.enable = false;
-      environment.systemPackages = [ pkgs.socat ];
-      systemd.services = lib.listToAttrs (map (p: lib.nameValuePair "listen-tcp-${toString p}" {
-        wantedBy = [ "multi-user.target" ];
-        serviceConfig.ExecStart = "${pkgs.socat}/bin/socat TCP-LISTEN:${toString p},fork,reuseaddr OPEN:/dev/null";
-      }) [ 25 465 587 2525 443 ]) // {
-        listen-udp-25 = {
-          wantedBy = [ "multi-user.target" ];
-          serviceConfig.ExecStart = "${pkgs.socat}/bin/socat -u UDP-RECV:25 OPEN:/tmp/udp25,creat,append";
-        };
-      };
-    };
-    nodes.server = {
-      imports = [ base ];
-      virtualisation.vlans = [ 1 ];
-      clawdlets.egress.mode = "smtp-only";
-      clawdlets.bots.maren.command = "${pkgs.coreutils}/bin/sleep infinity";
-      environment.systemPackages = [ pkgs.nmap ];
-    };
-    testScript = ''
-      start_all()
-      internet.wait_for_unit("listen-tcp-443.service")
-      internet.wait_for_unit("listen-udp-25.service")
-      server.wait_for_unit("nftables.service")
-      server.wait_for_unit("clawdlets-bot-maren.service")
-      for port in (25, 465, 587, 2525):
-          server.fail(f"runuser -u bot-maren -- ncat -z -w 3 internet {port}")
-          server.fail(f"ncat -z -w 3 internet {port}")
-      server.succeed("runuser -u bot-maren -- ncat -z -w 3 internet 443")
-      server.succeed("echo probe | runuser -u bot-maren -- ncat -u --send-only internet 25 || true")
-      internet.fail("test -s /tmp/udp25")
-      # systemd put the bot unit's cgroup into the set the cgroup rules match on.
-      server.wait_until_succeeds("nft list set inet clawdlets bot_cgroups | grep -q clawdlets-bot-maren")
-    '';
-  };
+  vm-egress-smtp-only = mkEgressTest "smtp-only" ''
+    for port in (25, 465, 587, 2525):
+        server.fail(f"runuser -u bot-maren -- ncat -z -w 3 internet {port}")
+        server.fail(f"ncat -z -w 3 internet {port}")
+    server.succeed("runuser -u bot-maren -- ncat -z -w 3 internet 443")
+    server.succeed("echo probe | runuser -u bot-maren -- ncat -u --send-only internet 25 || true")
+    internet.fail("test -s /tmp/udp25")
+    # systemd put the bot unit's cgroup into the set the cgroup rules match on.
+    server.wait_until_succeeds("nft list set inet clawdlets bot_cgroups | grep -q clawdlets-bot-maren")
+  '';
+
+  # none: nothing is restricted (the negative control of the test above).
+  vm-egress-none = mkEgressTest "none" ''
+    server.succeed("runuser -u bot-maren -- ncat -z -w 3 internet 25")
+    server.succeed("echo probe | runuser -u bot-maren -- ncat -u --send-only internet 25")
+    internet.wait_until_succeeds("test -s /tmp/udp25")
+    server.fail("nft list table inet clawdlets | grep -q 'chain output'")
+  '';
 
   # proxy-allowlist: the bot reaches nothing directly; through the loopback proxy it reaches
   # allowed domains only. The unit carries IPAddressDeny=any and the proxy environment.
