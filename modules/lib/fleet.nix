@@ -73,6 +73,7 @@ let
               format = "yaml";
               neededForUsers = v'.neededForUsers or false;
             }
+            // opt v' "restartUnits"
             // (if v'.neededForUsers or false then { } else opt v' "owner" // opt v' "group" // opt v' "mode"))
           secrets;
       };

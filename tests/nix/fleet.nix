@@ -22,6 +22,7 @@ in
   proxyAllow = { expr = [ two.egress.proxy.allowedDomains two.egress.proxy.bots.ana.allow two.egress.proxy.bots.bo.allow ]; expected = [ [ "api.openai.com" ".discord.com" ] [ "api.github.com" ] [ ] ]; };
   secretFile = { expr = one.secrets.discord_token_maren.sopsFile; expected = "/var/lib/clawdlets/secrets/hosts/fleet-1/discord_token_maren.yaml"; };
   secretOwner = { expr = one.secrets.discord_token_maren.owner; expected = "bot-maren"; };
+  secretModeAndRestart = { expr = with one.secrets.gateway_token_maren; [ mode restartUnits ]; expected = [ "0440" [ "clawdlets-bot-maren.service" ] ]; };
   secretKeyDefaultsToName = { expr = one.secrets.wg_key.key; expected = "wg_key"; };
   neededForUsersIsRootOwned = { expr = [ one.secrets.admin_password_hash.neededForUsers (one.secrets.admin_password_hash ? owner) ]; expected = [ true false ]; };
   allSecretsMapped = { expr = builtins.length (builtins.attrNames one.secrets); expected = 6; };
