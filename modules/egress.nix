@@ -27,7 +27,15 @@ let
     }) pcfg.bots;
   } pcfg.settings;
 
-  proxyConfigFile = jsonFormat.generate "clawdlets-egress-proxy.json" proxyConfig;
+  # Validated at build time by the proxy's own parser (`--check-config`: unknown keys, patterns,
+  # CIDRs, loopback-only listeners).
+  proxyConfigFile = pkgs.writeTextFile {
+    name = "clawdlets-egress-proxy.json";
+    text = builtins.toJSON proxyConfig;
+    checkPhase = lib.optionalString pcfg.checkConfig ''
+      ${cfg.package}/bin/clawdlets egress-proxy --config "$target" --check-config > /dev/null
+    '';
+  };
 
   botUnits = lib.unique (lib.concatMap (b: b.units) (lib.attrValues cfg.bots));
   unitName = u: lib.removeSuffix ".service" u;
@@ -129,6 +137,11 @@ in
         default = { };
         example = { limits.maxConnsPerBot = 64; allowRanges = [ "10.0.0.0/8" ]; };
         description = "Extra keys of the proxy config (docs/INTERFACES.md), merged over the generated ones.";
+      };
+      checkConfig = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Validate the proxy config at build time with `clawdlets egress-proxy --check-config`.";
       };
       configFile = mkOption {
         type = types.path;

@@ -8,17 +8,27 @@ let
   inherit (lib) mkOption mkEnableOption mkIf types literalExpression;
   cfg = config.services.clfOrchestrator;
   jsonFormat = pkgs.formats.json { };
-  configFile = jsonFormat.generate "clf-orchestrator.json" cfg.settings;
   stateDirName = lib.removePrefix "/var/lib/" cfg.stateDir;
   needsNetwork = cfg.cattleListen != null || cfg.allowedAddresses != [ ];
 
-  args = [
-    "orchestrator" "serve"
+  # Flags shared by `serve` and the build-time `check-config`.
+  flags = [
     "--socket" cfg.socket
-    "--state" cfg.stateDir
+    "--state" "${cfg.stateDir}/state.sqlite"
     "--group" cfg.group
-    "--config" "${configFile}"
   ] ++ lib.optionals (cfg.cattleListen != null) [ "--cattle-listen" cfg.cattleListen ];
+
+  # The settings, validated at build time by the daemon's own parser (unknown keys, ranges), so a
+  # bad config fails `nixos-rebuild` instead of the service.
+  configFile = pkgs.writeTextFile {
+    name = "clf-orchestrator.json";
+    text = builtins.toJSON cfg.settings;
+    checkPhase = lib.optionalString cfg.checkConfig ''
+      ${cfg.package}/bin/clawdlets orchestrator check-config ${lib.escapeShellArgs flags} --config "$target" > /dev/null
+    '';
+  };
+
+  args = [ "orchestrator" "serve" ] ++ flags ++ [ "--config" "${configFile}" ];
 in
 {
   options.services.clfOrchestrator = {
@@ -60,9 +70,9 @@ in
     };
 
     stateDir = mkOption {
-      type = types.strMatching "/var/lib/[A-Za-z0-9_.-]+";
-      default = "/var/lib/clf-orchestrator";
-      description = "State directory (SQLite database), mode 0700, owned by `user`.";
+      type = types.strMatching "/var/lib/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*";
+      default = "/var/lib/clf/orchestrator";
+      description = "State directory, mode 0700, owned by `user`; the SQLite database is `<stateDir>/state.sqlite`.";
     };
 
     cattleListen = mkOption {
@@ -83,6 +93,12 @@ in
       type = types.ints.positive;
       default = 30;
       description = "WatchdogSec= of the service: the daemon must send WATCHDOG=1 within this many seconds.";
+    };
+
+    checkConfig = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Validate `settings` at build time with `clawdlets orchestrator check-config` (turn off when cross-compiling).";
     };
 
     settings = mkOption {

@@ -20,6 +20,11 @@ let
         inherit (orch) socket stateDir user group;
       } else null;
     securityThreshold = vcfg.securityThreshold;
+    # Optional fields `clawdlets verify` understands (docs/verify.md).
+    tailnetInterface = cfg.tailnet.interface;
+    botUsers = lib.mapAttrsToList (_: b: b.user) cfg.bots;
+    adminUser = if cfg.sshExposure.admin.authorizedKeys != [ ] then cfg.sshExposure.admin.user else null;
+    proxyPorts = if cfg.egress.mode == "proxy-allowlist" then [ cfg.egress.proxy.port ] else null;
     secretsManifest =
       if cfg.secrets != { } || cfg.templates != { } then "${cfg.sops.manifest}" else null;
   };

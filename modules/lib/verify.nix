@@ -18,12 +18,16 @@ in
     , orchestrator ? null
     , securityThreshold ? null
     , secretsManifest ? null
+    , tailnetInterface ? null
+    , botUsers ? null
+    , adminUser ? null
+    , proxyPorts ? null
     }:
     dropNulls {
       sshExposure = check "sshExposure" [ "bootstrap" "tailnet" "public" ] sshExposure;
       tailnet = check "tailnet" [ "tailscale" "none" ] tailnet;
       egress = check "egress" [ "smtp-only" "proxy-allowlist" "none" ] egress;
-      inherit botUnits proxyUnit secretsManifest;
+      inherit botUnits proxyUnit secretsManifest tailnetInterface botUsers adminUser proxyPorts;
       orchestrator = if orchestrator == null then null else dropNulls orchestrator;
       securityThreshold =
         if securityThreshold == null || (securityThreshold >= 0 && securityThreshold <= 10)

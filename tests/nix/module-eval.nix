@@ -193,15 +193,16 @@ in
   };
   orchService = {
     expr = with orch.systemd.services.clf-orchestrator.serviceConfig; [ Type WatchdogSec User StateDirectory StateDirectoryMode CapabilityBoundingSet PrivateNetwork MemoryDenyWriteExecute IPAddressDeny ];
-    expected = [ "notify" 30 "clf-orchestrator" "clf-orchestrator" "0700" "" true true "any" ];
+    expected = [ "notify" 30 "clf-orchestrator" "clf/orchestrator" "0700" "" true true "any" ];
   };
-  orchExec = h.hasAll [ "/nix/store/fake-clawdlets/bin/clawdlets orchestrator serve --socket /run/clf/orchestrator.sock --state /var/lib/clf-orchestrator" "--group clf-bots" "--config /nix/store/fake-clf-orchestrator.json" ] orch.systemd.services.clf-orchestrator.serviceConfig.ExecStart;
+  orchExec = h.hasAll [ "/nix/store/fake-clawdlets/bin/clawdlets orchestrator serve --socket /run/clf/orchestrator.sock --state /var/lib/clf/orchestrator/state.sqlite" "--group clf-bots" "--config /nix/store/fake-clf-orchestrator.json" ] orch.systemd.services.clf-orchestrator.serviceConfig.ExecStart;
   orchUser = { expr = orch.users.users.clf-orchestrator.isSystemUser; expected = true; };
   verifyJson = {
     expr = builtins.fromJSON orch.environment.etc."clawdlets/verify.json".text;
     expected = {
       sshExposure = "tailnet"; tailnet = "tailscale"; egress = "smtp-only"; botUnits = [ ]; securityThreshold = 2.0;
-      orchestrator = { socket = "/run/clf/orchestrator.sock"; stateDir = "/var/lib/clf-orchestrator"; user = "clf-orchestrator"; group = "clf-bots"; };
+      tailnetInterface = "tailscale0"; botUsers = [ "bot-maren" ]; adminUser = "admin";
+      orchestrator = { socket = "/run/clf/orchestrator.sock"; stateDir = "/var/lib/clf/orchestrator"; user = "clf-orchestrator"; group = "clf-bots"; };
     };
   };
   secretsActivation = h.hasAll [ "secrets install --manifest /nix/store/fake-clawdlets-manifest.json" "dry-activate" ] secrets.system.activationScripts.setupSecrets.text;

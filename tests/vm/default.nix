@@ -170,7 +170,7 @@ in
       machine.fail("runuser -u stranger -- socat -u OPEN:/dev/null UNIX-CONNECT:/run/clf/orchestrator.sock")
       machine.succeed("runuser -u bot-maren -- socat -u OPEN:/dev/null UNIX-CONNECT:/run/clf/orchestrator.sock")
       machine.wait_for_unit("clf-orchestrator.service")
-      assert machine.succeed("stat -c '%a %U' /var/lib/clf-orchestrator").strip() == "700 clf-orchestrator"
+      assert machine.succeed("stat -c '%a %U' /var/lib/clf/orchestrator").strip() == "700 clf-orchestrator"
       print(machine.succeed("systemd-analyze security --no-pager clf-orchestrator.service | tail -1"))
       machine.succeed("systemd-analyze security --threshold=20 clf-orchestrator.service")
     '';
