@@ -30,8 +30,9 @@ let
       };
       path = mkOption {
         type = types.str;
-        default = "/run/secrets/${config.name}";
-        description = "Where the secret is reachable; anything other than /run/secrets/<name> becomes a symlink to it.";
+        default = if config.neededForUsers then "/run/secrets-for-users/${config.name}" else "/run/secrets/${config.name}";
+        defaultText = literalExpression ''"/run/secrets/<name>" (neededForUsers: "/run/secrets-for-users/<name>")'';
+        description = "Where the secret is reachable; anything other than the default becomes a symlink to it.";
       };
       format = mkOption {
         type = types.enum [ "yaml" "json" "binary" "dotenv" "ini" ];

@@ -213,6 +213,7 @@ in
     expr = with secrets.clawdlets.secrets.tok; [ sopsFile path group mode restartUnits format ];
     expected = [ "/var/lib/clawdlets/secrets/hosts/nixos/tok.yaml" "/run/secrets/tok" "bot-maren" "0400" [ "clawdlets-bot-maren.service" ] "yaml" ];
   };
+  userSecretPath = { expr = secrets.clawdlets.secrets.pw.path; expected = "/run/secrets-for-users/pw"; };
   secretsSaneNoFailures = { expr = failures secrets; expected = [ ]; };
   userSecretMustBeRoot = fails "must be owned by root" (eval (lib.recursiveUpdate base { clawdlets.secrets.pw = { neededForUsers = true; owner = "admin"; }; }));
   fleetHostsEvaluate = { expr = [ (failures f1) (failures f2) ]; expected = [ [ ] [ ] ]; };
