@@ -255,8 +255,8 @@ let
       # ICMP needed for a working host (PMTU, ND, errors); echo is rate limited.
       "ip protocol icmp icmp type { destination-unreachable, time-exceeded, parameter-problem } accept"
       "ip protocol icmp icmp type echo-request limit rate 20/second accept"
-      "ip6 nexthdr ipv6-icmp icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept"
-      "ip6 nexthdr ipv6-icmp icmpv6 type echo-request limit rate 20/second accept"
+      "meta l4proto ipv6-icmp icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept"
+      "meta l4proto ipv6-icmp icmpv6 type echo-request limit rate 20/second accept"
       "meta nfproto ipv6 udp dport 546 ip6 saddr fe80::/10 accept"
     ]
     ++ tailnetRules n

@@ -664,3 +664,79 @@ fn nix_rules_bot_cgroup_set_blocks_smtp_whatever_the_uid() {
         "outside the bot cgroup SMTP passes (hostWide = false)"
     );
 }
+
+#[test]
+fn nix_rules_ipv6_follows_the_same_policy() {
+    if !available("nix_rules_ipv6_follows_the_same_policy") {
+        return;
+    }
+    let t = topology();
+    t.host.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    t.peer.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::2/64",
+        "dev",
+        "wan0",
+        "nodad",
+    ]);
+    t.host.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd7a:115c:a1e0::1/64",
+        "dev",
+        "tailscale0",
+        "nodad",
+    ]);
+    t.peer.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd7a:115c:a1e0::2/64",
+        "dev",
+        "ts0",
+        "nodad",
+    ]);
+    // Neighbour discovery must pass the input policy, or nothing below could connect at all.
+    load(&t.host, &render(r#"{ sshExposure.mode = "tailnet"; }"#));
+    let _l = Listeners::start(&t.host, "[::]", &[22], &[]);
+    assert!(
+        tcp_from(&t.peer, "[fd7a:115c:a1e0::1]", 22),
+        "tailnet SSH over IPv6 on tailscale0"
+    );
+    assert!(
+        !tcp_from(&t.peer, "[2001:db8:1::1]", 22),
+        "tailnet mode drops IPv6 SSH on eth0"
+    );
+
+    load(
+        &t.host,
+        &render(
+            r#"{ sshExposure = { mode = "public"; sourceRanges = [ "2001:db8:1::2/128" ]; }; tailnet.mode = "none"; }"#,
+        ),
+    );
+    assert!(
+        tcp_from(&t.peer, "[2001:db8:1::1]", 22),
+        "an IPv6 source inside sourceRanges is accepted"
+    );
+    load(
+        &t.host,
+        &render(
+            r#"{ sshExposure = { mode = "public"; sourceRanges = [ "2001:db8:9::/48" ]; }; tailnet.mode = "none"; }"#,
+        ),
+    );
+    assert!(
+        !tcp_from(&t.peer, "[2001:db8:1::1]", 22),
+        "an IPv6 source outside sourceRanges is dropped"
+    );
+}
