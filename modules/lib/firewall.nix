@@ -200,35 +200,44 @@ let
     let
       e = n.egress;
       smtp = "meta l4proto { tcp, udp } th dport ${portSet e.smtpPorts}";
-      bots = e.botUsers != [ ];
-      byUid = "meta skuid ${userSet e.botUsers}";
+      byUid = if e.botUsers == [ ] then [ ] else [ "meta skuid ${userSet e.botUsers}" ];
       # The cgroup set holds unit cgroups; services sit at level 2 (system.slice/x.service) and
       # at level 3 when placed in a sub-slice.
-      byCgroup = level: "socket cgroupv2 level ${toString level} @bot_cgroups";
-      botMatchers =
-        (if bots then [ byUid ] else [ ])
-        ++ (if e.botCgroupSet then [ (byCgroup 2) (byCgroup 3) ] else [ ]);
-      botSmtp = map (m: "${m} ${smtp} counter ${reject} comment \"clawdlets: bot smtp\"") botMatchers;
+      byCgroup = if e.botCgroupSet then
+        map (level: "socket cgroupv2 level ${toString level} @bot_cgroups") [ 2 3 ]
+      else [ ];
+      smtpFor = ms: map (m: "${m} ${smtp} counter ${reject} comment \"clawdlets: bot smtp\"") ms;
+      # Host-wide mail block for traffic leaving the host (a local relay on loopback stays
+      # reachable for non-bots). Placed before the cgroup rules so that what applies to every
+      # process is decided by rules whose outcome is visible without knowing cgroups.
       hostSmtp =
         if e.smtpHostWide then
           (if e.exemptUsers == [ ] then [ ]
-          else [ "meta skuid ${userSet e.exemptUsers} ${smtp} accept comment \"clawdlets: smtp-exempt users\"" ])
-          ++ [ "${smtp} counter ${reject} comment \"clawdlets: host smtp\"" ]
+          else [ "meta skuid ${userSet e.exemptUsers} oifname != \"lo\" ${smtp} accept comment \"clawdlets: smtp-exempt users\"" ])
+          ++ [ "oifname != \"lo\" ${smtp} counter ${reject} comment \"clawdlets: host smtp\"" ]
         else [ ];
-      loopback =
-        if e.mode == "proxy-allowlist" && e.botLoopbackTcpPorts != null then
-          # Bots may reach only these loopback TCP ports (the proxy) and loopback UDP 53.
-          map (m: "${m} oifname \"lo\" tcp dport != ${portSet e.botLoopbackTcpPorts} counter ${reject} comment \"clawdlets: bot loopback\"") botMatchers
-        else [ ];
-      botsOffHost =
-        if e.mode == "proxy-allowlist" then
-          map (m: "${m} oifname != \"lo\" counter ${reject} comment \"clawdlets: bot direct egress\"") botMatchers
-        else [ ];
+      proxyRules = ms:
+        if e.mode != "proxy-allowlist" then [ ]
+        else
+          # Bots reach loopback only, there only these TCP ports (the proxy); loopback UDP
+          # (a local resolver) stays open.
+          (if e.botLoopbackTcpPorts == null then [ ] else
+            map (m: "${m} oifname \"lo\" tcp dport != ${portSet e.botLoopbackTcpPorts} counter ${reject} comment \"clawdlets: bot loopback\"") ms)
+          ++ map (m: "${m} oifname != \"lo\" counter ${reject} comment \"clawdlets: bot direct egress\"") ms;
     in
     if e.mode == "none" then [ ]
     # Replies and flows already admitted pass; the rules below judge new flows only (a bot's
     # gateway answering on loopback must not be cut off by the loopback rule).
-    else [ "ct state { established, related } accept" ] ++ botSmtp ++ loopback ++ botsOffHost ++ [ "oifname \"lo\" accept" ] ++ hostSmtp;
+    else
+      [ "ct state { established, related } accept" ]
+      # Bots never send mail, not even through a local relay: uid first (always decidable)...
+      ++ smtpFor byUid
+      ++ hostSmtp
+      # ...then the unit cgroups (covers other uids inside a bot unit).
+      ++ smtpFor byCgroup
+      ++ proxyRules byUid
+      ++ proxyRules byCgroup
+      ++ [ "oifname \"lo\" accept" ];
 
   # The lines inside `table inet <name> { ... }` (indented by two spaces).
   bodyLines = p:

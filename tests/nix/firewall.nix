@@ -66,7 +66,17 @@ in
     "socket cgroupv2 level 3 @bot_cgroups"
     "type cgroupsv2"
   ] smtp;
-  smtpHostWideCoversTcpAndUdp = h.contains "    meta l4proto { tcp, udp } ${smtpSet} counter reject" smtp;
+  smtpHostWideCoversTcpAndUdp = h.contains ''    oifname != "lo" meta l4proto { tcp, udp } ${smtpSet} counter reject'' smtp;
+  # Rules that apply to every process come before the cgroup rules, so `clawdlets verify` can
+  # decide them statically; bot uids come first of all (also for loopback relays).
+  egressRuleOrder = {
+    expr =
+      let pos = needle: builtins.stringLength (builtins.head (builtins.split (h.escape needle) smtp)); in
+      pos "meta skuid { \"bot-maren\", 991 } meta l4proto" < pos "clawdlets: host smtp"
+      && pos "clawdlets: host smtp" < pos "socket cgroupv2 level 2"
+      && pos "socket cgroupv2 level 3" < pos "oifname \"lo\" accept";
+    expected = true;
+  };
   smtpBotsOnlyHasNoHostRule = {
     expr = h.countOf "meta l4proto { tcp, udp } ${smtpSet}" smtpBotsOnly;
     expected = 1;
