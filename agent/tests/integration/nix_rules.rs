@@ -440,6 +440,17 @@ fn nix_rules_smtp_only_host_wide_blocks_tcp_and_udp_passes_https() {
     );
     udp_as(&t.host, Some(&bot), PEER_WAN, 443);
     assert!(l.udp_received(443), "non-mail UDP passes");
+
+    // A local relay: reachable for the host, never for a bot (it would relay the bot's spam).
+    let _relay = Listeners::start(&t.host, "127.0.0.1", &[25], &[]);
+    assert!(
+        tcp_as(&t.host, None, "127.0.0.1", 25),
+        "root reaches a loopback relay"
+    );
+    assert!(
+        !tcp_as(&t.host, Some(&bot), "127.0.0.1", 25),
+        "a bot cannot reach a loopback relay"
+    );
 }
 
 #[test]
