@@ -48,6 +48,23 @@ if [ -n "$failed" ]; then
 fi
 echo "   $passed cases passed"
 
+if [ -n "${CLAWDLETS_NIXPKGS_LIB:-}" ]; then
+  echo "-- VM test scripts byte-compile (tests/nix/vm-scripts.nix)"
+  nixi --eval --strict --json tests/nix/vm-scripts.nix "${lib_args[@]}" > "$tmp/vm-scripts.json"
+  python3 - "$tmp/vm-scripts.json" "$tmp" <<'PY'
+import json, os, py_compile, sys
+scripts = json.load(open(sys.argv[1]))
+for name, text in sorted(scripts.items()):
+    path = os.path.join(sys.argv[2], name + ".py")
+    open(path, "w").write(text)
+    try:
+        py_compile.compile(path, doraise=True)
+    except py_compile.PyCompileError as e:
+        sys.exit(f"check-nix: VM test {name}: {e}")
+print(f"   {len(scripts)} test scripts compile")
+PY
+fi
+
 echo "-- flake.lock pins a real nixpkgs revision"
 python3 - <<'PY'
 import json, re, sys

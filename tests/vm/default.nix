@@ -264,7 +264,7 @@ in
       server.fail("runuser -u bot-maren -- curl -sf -x http://127.0.0.1:3128 http://denied.test/")
       props = server.succeed("systemctl show clawdlets-bot-maren.service -p IPAddressDeny -p Environment")
       assert "HTTPS_PROXY=http://127.0.0.1:3128" in props, props
-      assert "IPAddressDeny=" in props and "0.0.0.0/0" in props or "any" in props, props
+      assert "IPAddressDeny=" in props and ("0.0.0.0/0" in props or "any" in props), props
     '';
   };
 }
