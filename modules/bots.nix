@@ -74,6 +74,12 @@ let
       RestrictRealtime = true;
       RestrictSUIDSGID = true;
       LockPersonality = true;
+      PrivateMounts = true;
+      RemoveIPC = true;
+      # Kernel uids are unchanged (nft skuid, SO_PEERCRED at the orchestrator, file owners);
+      # the bot just cannot see or signal other users' processes by uid.
+      PrivateUsers = true;
+      # No MemoryDenyWriteExecute: bot runtimes (node, JIT) need W+X mappings.
       CapabilityBoundingSet = "";
       AmbientCapabilities = "";
       SystemCallArchitectures = "native";

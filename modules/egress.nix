@@ -199,6 +199,9 @@ in
           RestrictSUIDSGID = true;
           LockPersonality = true;
           MemoryDenyWriteExecute = true;
+          PrivateMounts = true;
+          RemoveIPC = true;
+          # No PrivateUsers: the proxy maps connections to bot users by uid.
           CapabilityBoundingSet = "";
           SystemCallArchitectures = "native";
           SystemCallFilter = [ "@system-service" "~@privileged" ];

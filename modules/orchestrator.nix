@@ -184,6 +184,7 @@ in
         DevicePolicy = "closed";
         PrivateNetwork = !needsNetwork;
         PrivateIPC = true;
+        PrivateMounts = true;
         ProtectKernelTunables = true;
         ProtectKernelModules = true;
         ProtectKernelLogs = true;

@@ -63,6 +63,29 @@ for name, text in sorted(scripts.items()):
         sys.exit(f"check-nix: VM test {name}: {e}")
 print(f"   {len(scripts)} test scripts compile")
 PY
+
+  if command -v systemd-analyze >/dev/null 2>&1; then
+    echo "-- systemd-analyze security --offline of the rendered units (threshold 2.0)"
+    nixi --eval --strict --json tests/nix/units.nix "${lib_args[@]}" > "$tmp/units.json"
+    python3 - "$tmp/units.json" "$tmp" <<'PY'
+import json, os, sys
+units = json.load(open(sys.argv[1]))
+for name, sc in units.items():
+    lines = ["[Unit]", f"Description={name}", "[Service]"]
+    for key, value in sc.items():
+        if key == "ExecStart":
+            value = "/bin/true"
+        # NixOS writes one line per list element.
+        for v in value if isinstance(value, list) else [value]:
+            lines.append(f"{key}={'yes' if v is True else 'no' if v is False else v}")
+    open(os.path.join(sys.argv[2], name + ".service"), "w").write("\n".join(lines) + "\n")
+PY
+    for unit in clf-orchestrator clawdlets-egress-proxy clawdlets-bot-maren; do
+      score="$(systemd-analyze security --offline=true --threshold=20 "$tmp/$unit.service" 2>&1 | tail -1)" \
+        || { echo "check-nix: $unit exceeds exposure 2.0: $score" >&2; exit 1; }
+      echo "   $score"
+    done
+  fi
 fi
 
 echo "-- flake.lock pins a real nixpkgs revision"

@@ -154,6 +154,9 @@ let
   disabled = eval { };
 in
 {
+  # Not a test case (run.nix skips `__` names): the evaluator, for tests/nix/units.nix.
+  __eval = eval;
+
   saneHasNoFailures = { expr = failures sane; expected = [ ]; };
   disabledTouchesNothing = { expr = [ disabled.networking.nftables.enable disabled.services.openssh.enable (disabled.assertions == [ ]) ]; expected = [ false false true ]; };
   rulesetReachesNftables = {
