@@ -160,6 +160,13 @@ let
   hasUserSecrets = lib.any (s: s.neededForUsers) (lib.attrValues cfg.secrets);
   hasSecrets = cfg.secrets != { } || cfg.templates != { };
 
+  genKey = lib.optionalString scfg.generateAgeKey " --generate-age-key";
+  # Units restart through systemctl when the installer runs as a unit (not from activation).
+  systemdEnv = {
+    HOME = "/var/empty";
+    SOPS_RESTART_UNITS_VIA_SYSTEMCTL = "1";
+  };
+
   # Environment of the installer: no HOME probing (sops >= 3.10 looks at ~/.ssh), no inherited
   # SOPS_* from the activating shell.
   installCmd = extra: ''
@@ -249,6 +256,12 @@ in
         defaultText = literalExpression "config.clawdlets.package";
         description = "clawdlets built for the build machine, for the build-time check (differs when cross-compiling).";
       };
+      useSystemdActivation = mkOption {
+        type = types.bool;
+        default = (config.systemd.sysusers.enable or false) || (config.services.userborn.enable or false);
+        defaultText = literalExpression "config.systemd.sysusers.enable || config.services.userborn.enable";
+        description = "Install secrets from early-boot systemd units instead of activation snippets (required with systemd-sysusers/userborn, where users are not created by activation).";
+      };
       manifest = mkOption {
         type = types.path;
         readOnly = true;
@@ -258,58 +271,102 @@ in
     };
   };
 
-  config = mkIf (cfg.enable && hasSecrets) {
-    assertions =
-      [
-        {
-          assertion = scfg.ageKeyFile == null || !(lib.hasPrefix builtins.storeDir scfg.ageKeyFile);
-          message = "clawdlets.sops.ageKeyFile is inside the world-readable Nix store; point it at a file on the host (default /var/lib/sops-nix/key.txt).";
-        }
-        {
-          assertion = scfg.ageKeyFile != null || scfg.ageSshKeyPaths != [ ];
-          message = "clawdlets secrets have no key to decrypt with: set clawdlets.sops.ageKeyFile or clawdlets.sops.ageSshKeyPaths.";
-        }
-        {
-          assertion = !(config.systemd.sysusers.enable or false) && !(config.services.userborn.enable or false);
-          message = "clawdlets.secrets installs from activation scripts and does not support systemd.sysusers/services.userborn yet; disable those or use no clawdlets.secrets.";
-        }
-      ]
-      ++ lib.concatLists (lib.mapAttrsToList (n: s: [
-        {
-          assertion = !s.neededForUsers || ((s.owner == null || s.owner == "root") && (s.group == null || s.group == "root") && s.uid == 0 && s.gid == 0);
-          message = "clawdlets.secrets.${n} has neededForUsers = true and must be owned by root (it is installed before users exist); remove owner/group.";
-        }
-        {
-          assertion = builtins.isPath s.sopsFile || lib.hasPrefix "/" s.sopsFile;
-          message = "clawdlets.secrets.${n}.sopsFile = \"${toString s.sopsFile}\" is neither a Nix path nor an absolute path on the host.";
-        }
-        {
-          assertion = s.owner == null || s.owner == "root" || users ? ${s.owner};
-          message = "clawdlets.secrets.${n}.owner = \"${toString s.owner}\" is not a user of this host (users.users); declare it or use `uid`.";
-        }
-      ]) cfg.secrets);
-
-    system.activationScripts = {
-      setupSecrets = {
-        deps = [ "specialfs" "users" "groups" ];
-        supportsDryActivation = true;
-        text = ''
-          [ -e /run/current-system ] || echo "clawdlets: installing secrets..."
-          ${installCmd "--manifest ${manifest}${lib.optionalString scfg.generateAgeKey " --generate-age-key"}"} \
-            || echo "clawdlets: installing secrets FAILED; /run/secrets keeps the previous generation" >&2
-        '';
-      };
+  config = mkIf (cfg.enable && hasSecrets) (lib.mkMerge [
+    {
+      assertions =
+        [
+          {
+            assertion = scfg.ageKeyFile == null || !(lib.hasPrefix builtins.storeDir scfg.ageKeyFile);
+            message = "clawdlets.sops.ageKeyFile is inside the world-readable Nix store; point it at a file on the host (default /var/lib/sops-nix/key.txt).";
+          }
+          {
+            assertion = scfg.ageKeyFile != null || scfg.ageSshKeyPaths != [ ];
+            message = "clawdlets secrets have no key to decrypt with: set clawdlets.sops.ageKeyFile or clawdlets.sops.ageSshKeyPaths.";
+          }
+        ]
+        ++ lib.concatLists (lib.mapAttrsToList (n: s: [
+          {
+            assertion = !s.neededForUsers || ((s.owner == null || s.owner == "root") && (s.group == null || s.group == "root") && s.uid == 0 && s.gid == 0);
+            message = "clawdlets.secrets.${n} has neededForUsers = true and must be owned by root (it is installed before users exist); remove owner/group.";
+          }
+          {
+            assertion = builtins.isPath s.sopsFile || lib.hasPrefix "/" s.sopsFile;
+            message = "clawdlets.secrets.${n}.sopsFile = \"${toString s.sopsFile}\" is neither a Nix path nor an absolute path on the host.";
+          }
+          {
+            assertion = s.owner == null || s.owner == "root" || users ? ${s.owner};
+            message = "clawdlets.secrets.${n}.owner = \"${toString s.owner}\" is not a user of this host (users.users); declare it or use `uid`.";
+          }
+        ]) cfg.secrets);
     }
-    // lib.optionalAttrs hasUserSecrets {
-      setupSecretsForUsers = {
-        deps = [ "specialfs" ];
-        supportsDryActivation = true;
-        text = ''
-          ${installCmd "--manifest ${manifestForUsers} --ignore-passwd${lib.optionalString scfg.generateAgeKey " --generate-age-key"}"} \
-            || echo "clawdlets: installing secrets for users FAILED" >&2
-        '';
+
+    # Classic activation: snippets, like sops-nix.
+    (mkIf (!scfg.useSystemdActivation) {
+      system.activationScripts = {
+        setupSecrets = {
+          deps = [ "specialfs" "users" "groups" ];
+          supportsDryActivation = true;
+          text = ''
+            [ -e /run/current-system ] || echo "clawdlets: installing secrets..."
+            ${installCmd "--manifest ${manifest}${genKey}"} \
+              || echo "clawdlets: installing secrets FAILED; /run/secrets keeps the previous generation" >&2
+          '';
+        };
+      }
+      // lib.optionalAttrs hasUserSecrets {
+        setupSecretsForUsers = {
+          deps = [ "specialfs" ];
+          supportsDryActivation = true;
+          text = ''
+            ${installCmd "--manifest ${manifestForUsers} --ignore-passwd${genKey}"} \
+              || echo "clawdlets: installing secrets for users FAILED" >&2
+          '';
+        };
+        users.deps = [ "setupSecretsForUsers" ];
       };
-      users.deps = [ "setupSecretsForUsers" ];
-    };
-  };
+    })
+
+    # systemd activation (systemd-sysusers/userborn hosts): oneshot units in early boot, re-run
+    # on switch through sysinit-reactivation.target. Unlike sops-nix they are ordered
+    # Before=sysinit.target, so no service can start before its secrets exist.
+    (mkIf scfg.useSystemdActivation {
+      systemd.services.clawdlets-secrets = {
+        description = "clawdlets: install secrets into /run/secrets";
+        wantedBy = [ "sysinit.target" ];
+        requiredBy = [ "sysinit-reactivation.target" ];
+        before = [ "sysinit.target" "sysinit-reactivation.target" ];
+        after = [ "local-fs.target" "systemd-sysusers.service" "userborn.service" ]
+          ++ lib.optional hasUserSecrets "clawdlets-secrets-for-users.service";
+        unitConfig = {
+          DefaultDependencies = false;
+          RequiresMountsFor = lib.optional (scfg.ageKeyFile != null) scfg.ageKeyFile ++ scfg.ageSshKeyPaths;
+        };
+        environment = systemdEnv;
+        restartTriggers = [ manifest ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${cfg.package}/bin/clawdlets secrets install --manifest ${manifest}${genKey}";
+        };
+      };
+      systemd.services.clawdlets-secrets-for-users = mkIf hasUserSecrets {
+        description = "clawdlets: install secrets needed to create users";
+        wantedBy = [ "sysinit.target" ];
+        requiredBy = [ "sysinit-reactivation.target" ];
+        before = [ "systemd-sysusers.service" "userborn.service" "sysinit.target" "sysinit-reactivation.target" ];
+        after = [ "local-fs.target" ];
+        unitConfig = {
+          DefaultDependencies = false;
+          RequiresMountsFor = lib.optional (scfg.ageKeyFile != null) scfg.ageKeyFile ++ scfg.ageSshKeyPaths;
+        };
+        environment = systemdEnv;
+        restartTriggers = [ manifestForUsers ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = "${cfg.package}/bin/clawdlets secrets install --manifest ${manifestForUsers} --ignore-passwd${genKey}";
+        };
+      };
+    })
+  ]);
 }

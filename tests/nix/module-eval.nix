@@ -103,6 +103,7 @@ let
       security.sudo.wheelNeedsPassword = mkOption { type = types.bool; default = true; };
       system.activationScripts = mkOption { type = types.attrsOf anyAttrs; default = { }; };
       systemd.sysusers.enable = mkOption { type = types.bool; default = false; };
+      services.userborn.enable = mkOption { type = types.bool; default = false; };
     };
   };
 
@@ -152,6 +153,11 @@ let
     clawdlets.secrets.pw.neededForUsers = true;
   });
   disabled = eval { };
+  sysusers = eval (lib.recursiveUpdate base {
+    systemd.sysusers.enable = true;
+    clawdlets.secrets.tok = { };
+    clawdlets.secrets.pw.neededForUsers = true;
+  });
 in
 {
   # Not a test case (run.nix skips `__` names): the evaluator, for tests/nix/units.nix.
@@ -217,6 +223,15 @@ in
     expected = [ "/var/lib/clawdlets/secrets/hosts/nixos/tok.yaml" "/run/secrets/tok" "bot-maren" "0400" [ "clawdlets-bot-maren.service" ] "yaml" ];
   };
   userSecretPath = { expr = secrets.clawdlets.secrets.pw.path; expected = "/run/secrets-for-users/pw"; };
+  systemdActivationUnits = {
+    expr = with sysusers.systemd.services; [
+      (sysusers.system.activationScripts ? setupSecrets)
+      clawdlets-secrets.before clawdlets-secrets.unitConfig.DefaultDependencies clawdlets-secrets.environment.SOPS_RESTART_UNITS_VIA_SYSTEMCTL
+      clawdlets-secrets-for-users.before
+    ];
+    expected = [ false [ "sysinit.target" "sysinit-reactivation.target" ] false "1" [ "systemd-sysusers.service" "userborn.service" "sysinit.target" "sysinit-reactivation.target" ] ];
+  };
+  systemdActivationExec = h.hasAll [ "secrets install --manifest /nix/store/fake-clawdlets-manifest-for-users.json --ignore-passwd" ] sysusers.systemd.services.clawdlets-secrets-for-users.serviceConfig.ExecStart;
   secretsSaneNoFailures = { expr = failures secrets; expected = [ ]; };
   userSecretMustBeRoot = fails "must be owned by root" (eval (lib.recursiveUpdate base { clawdlets.secrets.pw = { neededForUsers = true; owner = "admin"; }; }));
   fleetHostsEvaluate = { expr = [ (failures f1) (failures f2) ]; expected = [ [ ] [ ] ]; };

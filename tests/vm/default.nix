@@ -103,22 +103,23 @@ let
       ${script}
     '';
   };
-in
-{
-  # A pet host: secrets from a real SOPS file and a test age key, owners, modes, nested keys,
-  # custom paths, templates, neededForUsers feeding a password hash, and no plaintext in the store.
-  vm-secrets = runTest {
-    name = "clawdlets-secrets";
-    nodes.machine = { config, ... }: {
+
+  mkSecretsTest = name: systemdActivation: runTest {
+    name = "clawdlets-${name}";
+    nodes.machine = { config, lib, ... }: {
       imports = [ base ];
       # Stands in for `nixos-anywhere --extra-files`: the host key is in place before any secret
       # is installed (also before users, for neededForUsers). Throwaway key; never do this for real.
-      system.activationScripts.testHostKey = {
-        deps = [ "specialfs" ];
-        text = "install -D -m 0400 ${./fixtures/test-host-age-key.txt} /var/lib/sops-nix/key.txt";
+      system.activationScripts = {
+        testHostKey = {
+          deps = [ "specialfs" ];
+          text = "install -D -m 0400 ${./fixtures/test-host-age-key.txt} /var/lib/sops-nix/key.txt";
+        };
+      } // lib.optionalAttrs (!systemdActivation) {
+        setupSecretsForUsers.deps = [ "testHostKey" ];
+        setupSecrets.deps = [ "testHostKey" ];
       };
-      system.activationScripts.setupSecretsForUsers.deps = [ "testHostKey" ];
-      system.activationScripts.setupSecrets.deps = [ "testHostKey" ];
+      services.userborn.enable = systemdActivation;
       clawdlets.sops.ageSshKeyPaths = [ ];
       clawdlets.bots.maren = { };
       clawdlets.secrets = {
@@ -134,6 +135,9 @@ in
     };
     testScript = { nodes, ... }: ''
       machine.wait_for_unit("multi-user.target")
+      ${lib.optionalString systemdActivation ''
+        machine.succeed("systemctl is-active clawdlets-secrets.service clawdlets-secrets-for-users.service")
+      ''}
       assert machine.succeed("cat /run/secrets/discord_token_maren") == "test-discord-token-not-a-secret"
       assert machine.succeed("stat -c '%a %U %G' /run/secrets/discord_token_maren").strip() == "400 bot-maren bot-maren"
       machine.succeed("runuser -u bot-maren -- cat /run/secrets/discord_token_maren")
@@ -146,11 +150,19 @@ in
       assert machine.succeed("findmnt -n -o FSTYPE --target /run/secrets.d").strip() in ("ramfs", "tmpfs")
       # Only placeholders and ciphertext reach the store.
       machine.fail("grep -l test-discord-token-not-a-secret ${nodes.machine.clawdlets.sops.manifest} ${nodes.machine.clawdlets.templates."maren.env".file}")
-      # Activation is repeatable and keeps the values.
-      machine.succeed("/run/current-system/activate")
+      # Re-installing is repeatable and keeps the values.
+      machine.succeed("${if systemdActivation then "systemctl restart clawdlets-secrets.service" else "/run/current-system/activate"}")
       assert machine.succeed("cat /run/secrets/discord_token_maren") == "test-discord-token-not-a-secret"
     '';
   };
+in
+{
+  # A pet host: secrets from a real SOPS file and a test age key, owners, modes, nested keys,
+  # custom paths, templates, neededForUsers feeding a password hash, and no plaintext in the store.
+  vm-secrets = mkSecretsTest "secrets" false;
+
+  # The same host with userborn: secrets installed by early-boot units instead of activation.
+  vm-secrets-userborn = mkSecretsTest "secrets-userborn" true;
 
   # The orchestrator socket: 0660 clf-orchestrator:clf-bots, bots can connect, others cannot;
   # state dir 0700; the unit's sandbox scores <= 2.0 in systemd-analyze security.
