@@ -172,8 +172,10 @@ in
           ExecStart = expiryScript;
         };
       };
-      # A reload re-creates the bootstrap chain; close it again right away when expired.
-      systemd.services.nftables.serviceConfig.ExecReload = lib.mkAfter [ "${expiryScript}" ];
+      # A (re)load re-creates the bootstrap chain; close it again right away when expired. The
+      # "-" keeps a failing check from failing the firewall unit itself.
+      systemd.services.nftables.serviceConfig.ExecStartPost = lib.mkAfter [ "-${expiryScript}" ];
+      systemd.services.nftables.serviceConfig.ExecReload = lib.mkAfter [ "-${expiryScript}" ];
       systemd.timers.clawdlets-bootstrap-expiry = {
         description = "Check the bootstrap SSH window";
         wantedBy = [ "timers.target" ];

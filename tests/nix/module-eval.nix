@@ -184,7 +184,10 @@ in
   botOutsideGroup = fails "not in group" (eval (lib.recursiveUpdate base { clawdlets.bots.x = { }; users.users.bot-x.extraGroups = lib.mkForce [ ]; }));
   emptyProxy = fails "empty allowlist" (with' { clawdlets.egress.mode = "proxy-allowlist"; });
   bootstrapUnit = { expr = [ (bootstrap.systemd.services ? clawdlets-bootstrap-expiry) (bootstrap.systemd.timers ? clawdlets-bootstrap-expiry) ]; expected = [ true true ]; };
-  bootstrapReloadHook = { expr = bootstrap.systemd.services.nftables.serviceConfig.ExecReload; expected = [ "/nix/store/fake-clawdlets-bootstrap-expiry" ]; };
+  bootstrapReloadHook = {
+    expr = with bootstrap.systemd.services.nftables.serviceConfig; [ ExecStartPost ExecReload ];
+    expected = [ [ "-/nix/store/fake-clawdlets-bootstrap-expiry" ] [ "-/nix/store/fake-clawdlets-bootstrap-expiry" ] ];
+  };
   bootstrapWarns = builtins.any (w: h.contains "BOOTSTRAP" w) bootstrap.warnings;
   bootstrapWindowSeconds = { expr = (with' { clawdlets.sshExposure = { mode = "bootstrap"; bootstrapWindow = "2h"; }; }).clawdlets.sshExposure.bootstrapWindowSeconds; expected = 7200; };
   botUser = { expr = with proxy.users.users.bot-maren; [ group extraGroups isSystemUser ]; expected = [ "bot-maren" [ "clf-bots" ] true ]; };
