@@ -2,3 +2,5 @@
 //! shared harness lives in `common`. Tests drive the built `clawdlets` binary the way a user would.
 
 mod common;
+mod nix_manifest;
+mod nix_rules;
