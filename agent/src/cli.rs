@@ -31,6 +31,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Hardening checks of this host, or of a remote host's SSH exposure (--remote).
+    Verify(crate::verify::VerifyArgs),
 }
 
 /// Runs the parsed command line.
@@ -41,5 +43,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "clawdlets", &mut std::io::stdout());
             Ok(ExitCode::Success)
         }
+        Command::Verify(args) => crate::verify::run(args),
     }
 }

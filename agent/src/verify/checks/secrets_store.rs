@@ -1,0 +1,184 @@
+//! `secrets.store`: no installed secret value appears in the system closure. The values are
+//! read from the installed files into `SecretBytes`, searched with one Aho-Corasick automaton
+//! over every file of `/run/current-system`'s closure (`nix-store -qR`), or of the store under
+//! `--root`. Findings name the store file and the secret, never the value. Bounded in time.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aho_corasick::AhoCorasick;
+
+use crate::secret::SecretBytes;
+use crate::verify::host::Host;
+use crate::verify::manifest::Manifest;
+use crate::verify::report::Check;
+
+const ID: &str = "secrets.store";
+/// Values shorter than this match too much by chance to mean anything.
+pub const MIN_LEN: usize = 8;
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// (store file, secret name)
+    pub hits: Vec<(PathBuf, String)>,
+    pub files_scanned: usize,
+    pub files_total: usize,
+    pub bytes_scanned: u64,
+    pub timed_out: bool,
+}
+
+/// Files (not following symlinks) under each root.
+pub fn list_files(roots: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = roots.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if md.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Searches `files` for any of `values` (named by `names`), in parallel, until `deadline`.
+pub fn scan(files: &[PathBuf], names: &[String], values: &[SecretBytes], budget: Duration) -> ScanResult {
+    let start = Instant::now();
+    let mut res = ScanResult { files_total: files.len(), ..Default::default() };
+    if values.is_empty() || files.is_empty() {
+        return res;
+    }
+    // Exposing the values only to build the automaton, which lives no longer than this call.
+    let ac = AhoCorasick::new(values.iter().map(|v| v.expose())).expect("aho-corasick builds for plain literals");
+    let next = AtomicUsize::new(0);
+    let scanned = AtomicUsize::new(0);
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let hits = Mutex::new(BTreeSet::new());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    if start.elapsed() > budget {
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(f) = files.get(i) else { return };
+                    let Ok(data) = std::fs::read(f) else { continue };
+                    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let mut found = BTreeSet::new();
+                    for m in ac.find_overlapping_iter(&data) {
+                        found.insert(m.pattern().as_usize());
+                    }
+                    if !found.is_empty() {
+                        let mut h = hits.lock().expect("hits lock");
+                        for id in found {
+                            h.insert((f.clone(), names[id].clone()));
+                        }
+                    }
+                    scanned.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    res.hits = hits.into_inner().expect("hits lock").into_iter().collect();
+    res.files_scanned = scanned.load(Ordering::Relaxed);
+    res.bytes_scanned = bytes.load(Ordering::Relaxed);
+    res.timed_out = stop.load(Ordering::Relaxed) && res.files_scanned < res.files_total;
+    res
+}
+
+/// The closure to scan: `nix-store -qR /run/current-system` on the live host, else the whole
+/// store directory under `--root`.
+fn closure(host: &Host) -> Result<Option<(String, Vec<PathBuf>)>, String> {
+    if host.is_live() && Path::new("/run/current-system").exists() {
+        let out = host.runner.run("nix-store", &["-qR", "/run/current-system"]).map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!("`nix-store -qR /run/current-system` failed: {}", out.stderr.trim()));
+        }
+        let paths: Vec<PathBuf> = out.stdout.lines().map(PathBuf::from).collect();
+        return Ok(Some((format!("closure of /run/current-system ({} store paths)", paths.len()), paths)));
+    }
+    let store = host.path("/nix/store");
+    if store.is_dir() {
+        let paths: Vec<PathBuf> =
+            std::fs::read_dir(&store).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
+        return Ok(Some((format!("{} ({} store paths)", store.display(), paths.len()), paths)));
+    }
+    Ok(None)
+}
+
+pub fn run(host: &Host) -> Check {
+    let Some(mpath) = host.manifest_file() else {
+        return Check::skip(ID, "no secrets manifest (--manifest or secretsManifest): no values to look for");
+    };
+    let m = match Manifest::load(&mpath) {
+        Ok(m) => m,
+        Err(e) => return Check::inconclusive(ID, vec![e.to_string()], "pass --manifest with the manifest the host uses"),
+    };
+    let (scope, roots) = match closure(host) {
+        Ok(Some(c)) => c,
+        Ok(None) => return Check::skip(ID, "no /run/current-system and no nix store under the root"),
+        Err(e) => return Check::inconclusive(ID, vec![e], "run on the host with nix-store on PATH"),
+    };
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    let mut short = 0usize;
+    let mut unreadable = Vec::new();
+    for s in &m.secrets {
+        let p = host.path(m.symlink_path.join(&s.name));
+        match std::fs::read(&p) {
+            Ok(v) => {
+                let v = SecretBytes::new(v);
+                // Also look for the value without a trailing newline: files often end in one.
+                let trimmed = v.expose().strip_suffix(b"\n").map(|t| SecretBytes::new(t.to_vec()));
+                let candidate = trimmed.unwrap_or(v);
+                if candidate.len() < MIN_LEN {
+                    short += 1;
+                    continue;
+                }
+                names.push(s.name.clone());
+                values.push(candidate);
+            }
+            Err(e) => unreadable.push(format!("{}: {e}", s.name)),
+        }
+    }
+    let budget = Duration::from_secs(host.cfg.store_scan_timeout_secs.unwrap_or(20));
+    let t0 = Instant::now();
+    let files = list_files(&roots);
+    let r = scan(&files, &names, &values, budget.saturating_sub(t0.elapsed()));
+    let mut ev = vec![format!(
+        "{} values searched in {} files ({} MiB) of the {scope} in {} ms",
+        values.len(),
+        r.files_scanned,
+        r.bytes_scanned / (1 << 20),
+        t0.elapsed().as_millis()
+    )];
+    if short > 0 {
+        ev.push(format!("{short} values shorter than {MIN_LEN} bytes not searched"));
+    }
+    if !r.hits.is_empty() {
+        for (f, n) in r.hits.iter().take(20) {
+            ev.push(format!("secret {n} appears in {}", f.display()));
+        }
+        return Check::fail(ID, ev, "a secret value is in the world-readable Nix store: rotate it now, then reference it through sops/`clawdlets secrets` instead of a Nix string");
+    }
+    if r.timed_out {
+        ev.push(format!("time budget of {} s spent after {} of {} files", budget.as_secs(), r.files_scanned, r.files_total));
+        return Check::inconclusive(ID, ev, "raise storeScanTimeoutSecs in the verify config");
+    }
+    if !unreadable.is_empty() {
+        ev.extend(unreadable);
+        return Check::inconclusive(ID, ev, "run as root so every installed secret can be read");
+    }
+    Check::pass(ID, ev)
+}
