@@ -74,12 +74,16 @@ pub struct Packet {
     pub dport: Option<u16>,
     /// TCP flag bits (SYN = 0x02); 0 for other protocols.
     pub tcp_flags: u8,
+    /// ICMP/ICMPv6 type, for ICMP packets.
+    pub icmp_type: Option<u8>,
     pub ct_state: CtState,
     /// Owner of the sending socket, when known (LocalOut).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
-    /// True when the source address routes back through `iif` (an honest, non-spoofed sender).
-    pub rp_ok: bool,
+    /// Whether the source address routes back through `iif` (an honest, non-spoofed sender);
+    /// `None` when the model cannot tell (loopback traffic, where the kernel's fib lookup has
+    /// per-family special cases).
+    pub rp_ok: Option<bool>,
 }
 
 impl Packet {
@@ -95,10 +99,11 @@ impl Packet {
             sport: Some(sport),
             dport: Some(dport),
             tcp_flags: if l4proto == TCP { 0x02 } else { 0 },
+            icmp_type: None,
             ct_state: CtState::New,
             uid: None,
             gid: None,
-            rp_ok: true,
+            rp_ok: Some(true),
         }
     }
 
@@ -160,10 +165,11 @@ pub fn evaluate(rs: &Ruleset, pkt: &Packet) -> Decision {
         }
     }
     for hook in hooks {
-        let mut chains: Vec<&Chain> = rs
+        let mut chains: Vec<(usize, &Chain)> = rs
             .chains
             .iter()
-            .filter(|c| {
+            .enumerate()
+            .filter(|(_, c)| {
                 let Some(b) = &c.base else { return false };
                 if &b.hook != hook {
                     return false;
@@ -178,8 +184,11 @@ pub fn evaluate(rs: &Ruleset, pkt: &Packet) -> Decision {
                 fam_ok && (b.kind != "nat" || pkt.ct_state == CtState::New)
             })
             .collect();
-        chains.sort_by_key(|c| c.base.as_ref().map_or(0, |b| b.prio));
-        for chain in chains {
+        // Lower priority first. On a tie the kernel runs the chain registered *last* first
+        // (nf_hook_entries_grow inserts before equal priorities); nft lists chains in creation
+        // order, so ties go in reverse listing order.
+        chains.sort_by_key(|(i, c)| (c.base.as_ref().map_or(0, |b| b.prio), std::cmp::Reverse(*i)));
+        for (_, chain) in chains {
             let d = run_base_chain(rs, chain, pkt);
             match d.outcome {
                 Outcome::Accept => last_accept = d.by,
@@ -336,8 +345,11 @@ fn field_value(f: &Field, p: &Packet) -> FV {
         L4::Th => matches!(p.l4proto, TCP | UDP | 132 | 136),
     };
     match f {
-        Field::IifName => p.iif.clone().map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
-        Field::OifName => p.oif.clone().map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
+        // The kernel stores "" for a missing device, so `iifname != "x"` matches output packets.
+        Field::IifName => FV::Val(Val::Str(p.iif.clone().unwrap_or_default())),
+        Field::OifName => FV::Val(Val::Str(p.oif.clone().unwrap_or_default())),
+        Field::Iif => p.iif.clone().map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
+        Field::Oif => p.oif.clone().map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
         Field::L4Proto => FV::Val(Val::Int(p.l4proto.into())),
         Field::NfProto => FV::Val(Val::Int(if p.ipver() == IpVer::V4 { 2 } else { 10 })),
         // Probes are unicast to one of the host's addresses.
@@ -356,9 +368,10 @@ fn field_value(f: &Field, p: &Packet) -> FV {
             }
         }
         Field::CtState => FV::Val(Val::Bits(p.ct_state.bits())),
-        Field::FibRpfilter => match p.path {
-            Path::LocalIn => FV::Val(Val::Int(u64::from(p.rp_ok))),
-            Path::LocalOut => FV::Unknown("fib on locally generated packets".into()),
+        Field::FibRpfilter => match (p.path, p.rp_ok) {
+            (Path::LocalIn, Some(ok)) => FV::Val(Val::Int(u64::from(ok))),
+            (Path::LocalIn, None) => FV::Unknown("fib reverse-path lookup of loopback traffic".into()),
+            (Path::LocalOut, _) => FV::Unknown("fib on locally generated packets".into()),
         },
         Field::Saddr(v) | Field::Daddr(v) => {
             if p.ipver() != *v {
@@ -381,6 +394,13 @@ fn field_value(f: &Field, p: &Packet) -> FV {
             }
             let port = if matches!(f, Field::Sport(_)) { p.sport } else { p.dport };
             port.map_or(FV::Unknown("port of this packet".into()), |x| FV::Val(Val::Int(x.into())))
+        }
+        Field::IcmpType(v) => {
+            let proto = if *v == IpVer::V4 { ICMP } else { ICMPV6 };
+            if p.l4proto != proto || p.ipver() != *v {
+                return FV::NotApplicable;
+            }
+            p.icmp_type.map_or(FV::Unknown("icmp type of this packet".into()), |t| FV::Val(Val::Int(t.into())))
         }
         Field::TcpFlags { mask } => {
             if p.l4proto != TCP {
@@ -428,6 +448,41 @@ fn symbol_value(field: &Field, name: &str) -> Option<u64> {
             _ => None,
         },
         Field::CtState => ct_state_bit(name),
+        Field::IcmpType(IpVer::V4) => Some(match name {
+            "echo-reply" => 0,
+            "destination-unreachable" => 3,
+            "source-quench" => 4,
+            "redirect" => 5,
+            "echo-request" => 8,
+            "router-advertisement" => 9,
+            "router-solicitation" => 10,
+            "time-exceeded" => 11,
+            "parameter-problem" => 12,
+            "timestamp-request" => 13,
+            "timestamp-reply" => 14,
+            _ => return None,
+        }),
+        Field::IcmpType(IpVer::V6) => Some(match name {
+            "destination-unreachable" => 1,
+            "packet-too-big" => 2,
+            "time-exceeded" => 3,
+            "parameter-problem" => 4,
+            "echo-request" => 128,
+            "echo-reply" => 129,
+            "mld-listener-query" => 130,
+            "mld-listener-report" => 131,
+            "mld-listener-done" | "mld-listener-reduction" => 132,
+            "nd-router-solicit" => 133,
+            "nd-router-advert" => 134,
+            "nd-neighbor-solicit" => 135,
+            "nd-neighbor-advert" => 136,
+            "nd-redirect" => 137,
+            "router-renumbering" => 138,
+            "ind-neighbor-solicit" => 141,
+            "ind-neighbor-advert" => 142,
+            "mld2-listener-report" => 143,
+            _ => return None,
+        }),
         Field::TcpFlags { .. } => super::model::tcp_flag_bit(name).map(u64::from),
         _ => None,
     }

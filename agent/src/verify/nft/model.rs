@@ -144,8 +144,14 @@ pub struct Match {
 /// Packet properties the evaluator understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
+    /// `meta iifname`: the empty string when there is no input device.
     IifName,
+    /// `meta oifname`: the empty string when there is no output device.
     OifName,
+    /// `meta iif` (by index): does not match at all when there is no input device.
+    Iif,
+    /// `meta oif` (by index).
+    Oif,
     L4Proto,
     NfProto,
     PktType,
@@ -160,6 +166,8 @@ pub enum Field {
     IpProto(IpVer),
     Sport(L4),
     Dport(L4),
+    /// `icmp type` / `icmpv6 type`.
+    IcmpType(IpVer),
     /// `tcp flags`, optionally masked (`tcp flags & (syn|ack)`).
     TcpFlags { mask: Option<u8> },
     Concat(Vec<Field>),
@@ -326,11 +334,20 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
         let chain = str_key(body, "rule", "chain")?;
         let handle = body.get("handle").and_then(Json::as_u64).unwrap_or(0);
         let ctx = Ctx { family, table, sets: &sets };
-        let exprs = body
-            .get("expr")
-            .and_then(Json::as_array)
-            .map(|a| a.iter().map(|e| ctx.expr(e)).collect())
-            .unwrap_or_default();
+        let mut exprs = Vec::new();
+        for e in body.get("expr").and_then(Json::as_array).map(Vec::as_slice).unwrap_or_default() {
+            // `reject with icmp ...` / `icmpv6 ...` carries an implicit `meta nfproto`
+            // dependency that `nft -j` does not list: the rule only matches that family.
+            let implied = match e.get("reject").and_then(|r| r.get("type")).and_then(Json::as_str) {
+                Some("icmp") => Some(2),
+                Some("icmpv6") => Some(10),
+                _ => None,
+            };
+            if let Some(nfproto) = implied {
+                exprs.push(Expr::Match(Match { left: Field::NfProto, op: Op::Eq, right: vec![Elem::Int(nfproto)] }));
+            }
+            exprs.push(ctx.expr(e));
+        }
         if let Some(&i) = rs.index.get(&(family, table.to_string(), chain.to_string())) {
             rs.chains[i].rules.push(Rule { handle, exprs });
         }
@@ -431,8 +448,10 @@ fn parse_field(j: &Json) -> Result<Field, String> {
     };
     match kind.as_str() {
         "meta" => Ok(match body.get("key").and_then(Json::as_str) {
-            Some("iifname") | Some("iif") => Field::IifName,
-            Some("oifname") | Some("oif") => Field::OifName,
+            Some("iifname") => Field::IifName,
+            Some("oifname") => Field::OifName,
+            Some("iif") => Field::Iif,
+            Some("oif") => Field::Oif,
             Some("l4proto") => Field::L4Proto,
             Some("nfproto") => Field::NfProto,
             Some("pkttype") => Field::PktType,
@@ -461,6 +480,8 @@ fn parse_field(j: &Json) -> Result<Field, String> {
                 (Some("th"), Some("dport")) => Field::Dport(L4::Th),
                 (Some("th"), Some("sport")) => Field::Sport(L4::Th),
                 (Some("tcp"), Some("flags")) => Field::TcpFlags { mask: None },
+                (Some("icmp"), Some("type")) => Field::IcmpType(IpVer::V4),
+                (Some("icmpv6"), Some("type")) => Field::IcmpType(IpVer::V6),
                 _ => return Err(unknown()),
             })
         }
