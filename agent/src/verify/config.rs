@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How SSH is meant to be reachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SshExposure {
     /// Open to the internet until the host joins the tailnet.
@@ -17,14 +17,14 @@ pub enum SshExposure {
     Public,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tailnet {
     Tailscale,
     None,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Egress {
     SmtpOnly,
@@ -96,6 +96,14 @@ pub struct VerifyConfig {
     pub proxy_ports: Vec<u16>,
     /// Optional: time budget of secrets.store in seconds (default 20).
     pub store_scan_timeout_secs: Option<u64>,
+}
+
+/// The config spelling of an enum value (`tailnet`, `smtp-only`), or `unset`.
+pub fn show<T: Serialize>(v: Option<T>) -> String {
+    match v.map(|v| serde_json::to_value(v)) {
+        Some(Ok(serde_json::Value::String(s))) => s,
+        _ => "unset".into(),
+    }
 }
 
 /// Errors loading the policy file.

@@ -38,7 +38,7 @@ fn ssh_check(target: &str, cfg: &VerifyConfig) -> Check {
         Err(e) => return Check::inconclusive(ID, vec![format!("cannot resolve {target}: {e}")], "check the host name"),
     };
     let intent = cfg.ssh_exposure.unwrap_or(SshExposure::Tailnet);
-    let mut ev = vec![format!("sshExposure {intent:?}")];
+    let mut ev = vec![format!("sshExposure {}", super::config::show(Some(intent)))];
     let mut open = false;
     for a in addrs {
         let (state, line) = probe(a, Duration::from_secs(3));

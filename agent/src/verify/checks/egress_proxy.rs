@@ -111,7 +111,7 @@ fn socket_inodes(host: &Host, pid: &str) -> HashSet<u64> {
 
 pub fn run(host: &Host) -> Check {
     if host.cfg.egress != Some(Egress::ProxyAllowlist) {
-        return Check::skip(ID, format!("egress mode is {:?}, not proxy-allowlist", host.cfg.egress));
+        return Check::skip(ID, format!("egress mode is {}, not proxy-allowlist", crate::verify::config::show(host.cfg.egress)));
     }
     let mut bad = Vec::new();
     let mut ok = Vec::new();

@@ -134,8 +134,13 @@ pub fn run(host: &Host) -> Check {
     let mut values = Vec::new();
     let mut short = 0usize;
     let mut unreadable = Vec::new();
+    // The symlink's target is a host path: resolve it under --root.
+    let dir = match std::fs::read_link(host.path(&m.symlink_path)) {
+        Ok(t) if t.is_absolute() => host.path(t),
+        _ => host.path(&m.symlink_path),
+    };
     for s in &m.secrets {
-        let p = host.path(m.symlink_path.join(&s.name));
+        let p = dir.join(&s.name);
         match std::fs::read(&p) {
             Ok(v) => {
                 let v = SecretBytes::new(v);

@@ -25,7 +25,8 @@ pub fn run(host: &Host) -> Check {
         None => (SshExposure::Tailnet, "default; set sshExposure in /etc/clawdlets/verify.json"),
     };
     let mut ev = vec![format!(
-        "sshExposure {intent:?} ({why}); {} probes of tcp/{ports:?} from public sources on public interfaces, {} rules evaluated",
+        "sshExposure {} ({why}); {} probes of tcp/{ports:?} from public sources on public interfaces, {} rules evaluated",
+        crate::verify::config::show(Some(intent)),
         t.probes,
         rs.rule_count()
     )];

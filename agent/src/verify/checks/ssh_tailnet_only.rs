@@ -14,7 +14,7 @@ const ID: &str = "ssh.tailnet-only";
 
 pub fn run(host: &Host) -> Check {
     if host.cfg.ssh_exposure != Some(SshExposure::Tailnet) {
-        return Check::skip(ID, format!("sshExposure is {:?}, not tailnet", host.cfg.ssh_exposure));
+        return Check::skip(ID, format!("sshExposure is {}, not tailnet", crate::verify::config::show(host.cfg.ssh_exposure)));
     }
     if host.cfg.tailnet == Some(Tailnet::None) {
         return Check::fail(

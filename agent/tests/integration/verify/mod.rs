@@ -3,3 +3,4 @@
 
 mod differential;
 mod rulesets;
+mod host_checks;
