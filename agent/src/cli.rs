@@ -40,7 +40,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "clawdlets", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "clawdlets",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::Success)
         }
         Command::Verify(args) => crate::verify::run(args),

@@ -111,10 +111,16 @@ pub fn show<T: Serialize>(v: Option<T>) -> String {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read verify config '{path}': {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file is not valid JSON for this schema (unknown key, wrong type or enum value).
     #[error("invalid verify config '{path}': {source}")]
-    Invalid { path: PathBuf, source: serde_json::Error },
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     /// A value is out of range.
     #[error("invalid verify config '{path}': {what}")]
     Range { path: PathBuf, what: String },
@@ -135,15 +141,28 @@ impl VerifyConfig {
     pub fn load(path: &Path, optional: bool) -> Result<VerifyConfig, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
+            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
         };
         let cfg: VerifyConfig =
-            serde_json::from_str(&text).map_err(|source| ConfigError::Invalid { path: path.into(), source })?;
+            serde_json::from_str(&text).map_err(|source| ConfigError::Invalid {
+                path: path.into(),
+                source,
+            })?;
         if let Some(t) = cfg.security_threshold
             && !(0.0..=10.0).contains(&t)
         {
-            return Err(ConfigError::Range { path: path.into(), what: format!("securityThreshold {t} is not within 0.0-10.0") });
+            return Err(ConfigError::Range {
+                path: path.into(),
+                what: format!("securityThreshold {t} is not within 0.0-10.0"),
+            });
         }
         Ok(cfg)
     }
@@ -177,7 +196,10 @@ mod tests {
         assert_eq!(e.kind(), "config_invalid");
         assert!(e.to_string().contains("bogus"), "{e}");
         std::fs::write(&p, r#"{"securityThreshold":11}"#).unwrap();
-        assert_eq!(VerifyConfig::load(&p, false).unwrap_err().kind(), "config_range");
+        assert_eq!(
+            VerifyConfig::load(&p, false).unwrap_err().kind(),
+            "config_range"
+        );
         assert!(VerifyConfig::load(&dir.path().join("missing"), true).is_ok());
         assert!(VerifyConfig::load(&dir.path().join("missing"), false).is_err());
     }

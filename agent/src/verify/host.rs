@@ -54,7 +54,11 @@ impl<'a> Host<'a> {
     /// Where to read the secrets manifest from, if one is known.
     pub fn manifest_file(&self) -> Option<PathBuf> {
         let m = self.manifest.as_ref()?;
-        Some(if self.manifest_outside_root { m.clone() } else { self.path(m) })
+        Some(if self.manifest_outside_root {
+            m.clone()
+        } else {
+            self.path(m)
+        })
     }
 
     /// The parsed live ruleset (`nft -j list ruleset`), loaded once.
@@ -62,11 +66,18 @@ impl<'a> Host<'a> {
         self.ruleset
             .get_or_init(|| {
                 let text = match &self.ruleset_file {
-                    Some(f) => std::fs::read_to_string(f).map_err(|e| format!("cannot read '{}': {e}", f.display()))?,
+                    Some(f) => std::fs::read_to_string(f)
+                        .map_err(|e| format!("cannot read '{}': {e}", f.display()))?,
                     None => {
-                        let out = self.runner.run("nft", &["-j", "list", "ruleset"]).map_err(|e| e.to_string())?;
+                        let out = self
+                            .runner
+                            .run("nft", &["-j", "list", "ruleset"])
+                            .map_err(|e| e.to_string())?;
                         if !out.success() {
-                            return Err(format!("`nft -j list ruleset` failed: {}", out.stderr.trim()));
+                            return Err(format!(
+                                "`nft -j list ruleset` failed: {}",
+                                out.stderr.trim()
+                            ));
                         }
                         out.stdout
                     }
@@ -87,7 +98,10 @@ impl<'a> Host<'a> {
             text.lines()
                 .filter_map(|l| {
                     let f: Vec<&str> = l.split(':').collect();
-                    Some((f.first()?.to_string(), (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
+                    Some((
+                        f.first()?.to_string(),
+                        (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?),
+                    ))
                 })
                 .collect()
         })
@@ -107,7 +121,9 @@ impl<'a> Host<'a> {
 
     /// uid of a user name (or a numeric uid).
     pub fn uid(&self, user: &str) -> Option<u32> {
-        user.parse().ok().or_else(|| self.passwd().get(user).map(|u| u.0))
+        user.parse()
+            .ok()
+            .or_else(|| self.passwd().get(user).map(|u| u.0))
     }
 
     /// Primary gid of a user.
@@ -117,21 +133,33 @@ impl<'a> Host<'a> {
 
     /// gid of a group name (or a numeric gid).
     pub fn gid(&self, group: &str) -> Option<u32> {
-        group.parse().ok().or_else(|| self.groups().get(group).copied())
+        group
+            .parse()
+            .ok()
+            .or_else(|| self.groups().get(group).copied())
     }
 
     pub fn user_name(&self, uid: u32) -> String {
-        self.passwd().iter().find(|(_, v)| v.0 == uid).map_or(uid.to_string(), |(k, _)| k.clone())
+        self.passwd()
+            .iter()
+            .find(|(_, v)| v.0 == uid)
+            .map_or(uid.to_string(), |(k, _)| k.clone())
     }
 
     pub fn group_name(&self, gid: u32) -> String {
-        self.groups().iter().find(|(_, v)| **v == gid).map_or(gid.to_string(), |(k, _)| k.clone())
+        self.groups()
+            .iter()
+            .find(|(_, v)| **v == gid)
+            .map_or(gid.to_string(), |(k, _)| k.clone())
     }
 
     /// Network interfaces other than loopback, from `/sys/class/net` (under `--root`).
     pub fn interfaces(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path("/sys/class/net"))
-            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         v.retain(|n| n != "lo");
         v.sort();

@@ -45,7 +45,8 @@ impl SecretEntry {
     /// The declared mode, `0400` when absent.
     pub fn mode_bits(&self) -> Result<u32, String> {
         let m = self.mode.as_deref().unwrap_or("0400");
-        u32::from_str_radix(m, 8).map_err(|_| format!("secret {}: mode {m:?} is not octal", self.name))
+        u32::from_str_radix(m, 8)
+            .map_err(|_| format!("secret {}: mode {m:?} is not octal", self.name))
     }
 }
 
@@ -54,10 +55,16 @@ impl SecretEntry {
 pub enum ManifestError {
     /// The file could not be read.
     #[error("cannot read secrets manifest '{path}': {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file is not a sops-nix manifest.
     #[error("invalid secrets manifest '{path}': {source}")]
-    Invalid { path: PathBuf, source: serde_json::Error },
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 impl ManifestError {
@@ -71,9 +78,14 @@ impl ManifestError {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.into(), source })?;
-        serde_json::from_str(&text).map_err(|source| ManifestError::Invalid { path: path.into(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.into(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ManifestError::Invalid {
+            path: path.into(),
+            source,
+        })
     }
 }
 

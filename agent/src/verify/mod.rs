@@ -91,8 +91,10 @@ pub fn run_checks(host: &Host, only: &[String]) -> Result<Vec<Check>, VerifyErro
             return Err(VerifyError::UnknownCheck(id.clone(), known.join(", ")));
         }
     }
-    let selected: Vec<&checks::Def> =
-        checks::ALL.iter().filter(|d| only.is_empty() || only.iter().any(|o| o == d.id)).collect();
+    let selected: Vec<&checks::Def> = checks::ALL
+        .iter()
+        .filter(|d| only.is_empty() || only.iter().any(|o| o == d.id))
+        .collect();
     let mut out: Vec<Check> = std::thread::scope(|s| {
         let handles: Vec<_> = selected
             .iter()
@@ -111,7 +113,11 @@ pub fn run_checks(host: &Host, only: &[String]) -> Result<Vec<Check>, VerifyErro
             .zip(&selected)
             .map(|(h, d)| {
                 h.join().unwrap_or_else(|_| {
-                    Check::inconclusive(d.id, vec!["the check panicked".into()], "report this as a bug")
+                    Check::inconclusive(
+                        d.id,
+                        vec!["the check panicked".into()],
+                        "report this as a bug",
+                    )
                 })
             })
             .collect()
@@ -126,7 +132,10 @@ pub fn run_checks(host: &Host, only: &[String]) -> Result<Vec<Check>, VerifyErro
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn emit(report: &Report, json: bool) -> anyhow::Result<()> {
@@ -135,7 +144,9 @@ fn emit(report: &Report, json: bool) -> anyhow::Result<()> {
     } else {
         let stdout = std::io::stdout();
         let colour = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        report.write_human(&mut stdout.lock(), colour).context("cannot write the report")?;
+        report
+            .write_human(&mut stdout.lock(), colour)
+            .context("cannot write the report")?;
     }
     Ok(())
 }
@@ -149,7 +160,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             None => VerifyConfig::default(),
         };
         let checks = remote::run(target, &cfg, args.repo.as_deref(), &runner as &dyn Runner);
-        let report = Report::new("remote", target.clone(), checks, start.elapsed().as_millis() as u64);
+        let report = Report::new(
+            "remote",
+            target.clone(),
+            checks,
+            start.elapsed().as_millis() as u64,
+        );
         emit(&report, args.json)?;
         return Ok(report.exit_code());
     }
@@ -168,7 +184,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     host.ruleset_file = args.ruleset;
     let checks = run_checks(&host, &args.only)?;
-    let report = Report::new("host", hostname(), checks, start.elapsed().as_millis() as u64);
+    let report = Report::new(
+        "host",
+        hostname(),
+        checks,
+        start.elapsed().as_millis() as u64,
+    );
     emit(&report, args.json)?;
     Ok(report.exit_code())
 }

@@ -25,17 +25,33 @@ pub enum PortState {
 pub fn probe(addr: SocketAddr, timeout: Duration) -> (PortState, String) {
     match TcpStream::connect_timeout(&addr, timeout) {
         Ok(_) => (PortState::Open, format!("{addr}: handshake completed")),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => (PortState::Closed, format!("{addr}: connection refused")),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (PortState::Closed, format!("{addr}: connection refused"))
+        }
         Err(e) => (PortState::Filtered, format!("{addr}: {e}")),
     }
 }
 
 fn ssh_check(target: &str, cfg: &VerifyConfig) -> Check {
     const ID: &str = "remote.ssh";
-    let hostport = if target.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{target}]:22") } else if target.contains(':') && !target.starts_with('[') { target.to_string() } else if target.contains("]:") { target.to_string() } else { format!("{target}:22") };
+    let hostport = if target.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{target}]:22")
+    } else if target.contains(':') && !target.starts_with('[') {
+        target.to_string()
+    } else if target.contains("]:") {
+        target.to_string()
+    } else {
+        format!("{target}:22")
+    };
     let addrs: Vec<SocketAddr> = match hostport.to_socket_addrs() {
         Ok(a) => a.collect(),
-        Err(e) => return Check::inconclusive(ID, vec![format!("cannot resolve {target}: {e}")], "check the host name"),
+        Err(e) => {
+            return Check::inconclusive(
+                ID,
+                vec![format!("cannot resolve {target}: {e}")],
+                "check the host name",
+            );
+        }
     };
     let intent = cfg.ssh_exposure.unwrap_or(SshExposure::Tailnet);
     let mut ev = vec![format!("sshExposure {}", super::config::show(Some(intent)))];
@@ -46,33 +62,64 @@ fn ssh_check(target: &str, cfg: &VerifyConfig) -> Check {
         open |= state == PortState::Open;
     }
     match (intent, open) {
-        (SshExposure::Tailnet, true) => Check::fail(ID, ev, "SSH answers on the public address: apply sshExposure=tailnet (lockdown) and redeploy"),
+        (SshExposure::Tailnet, true) => Check::fail(
+            ID,
+            ev,
+            "SSH answers on the public address: apply sshExposure=tailnet (lockdown) and redeploy",
+        ),
         (SshExposure::Tailnet, false) | (_, true) => Check::pass(ID, ev),
-        (_, false) => Check::fail(ID, ev, "SSH does not answer although sshExposure allows it: check the firewall and sshd"),
+        (_, false) => Check::fail(
+            ID,
+            ev,
+            "SSH does not answer although sshExposure allows it: check the firewall and sshd",
+        ),
     }
 }
 
 fn hygiene_check(repo: Option<&Path>, runner: &dyn Runner) -> Check {
     const ID: &str = "remote.secrets-hygiene";
-    let exe = std::env::current_exe().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| "clawdlets".into());
-    let dir = repo.map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| ".".into());
+    let exe = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "clawdlets".into());
+    let dir = repo
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ".".into());
     match runner.run(&exe, &["secrets", "check", "--json", "--repo", &dir]) {
         Err(e) => Check::skip(ID, format!("`clawdlets secrets check` could not run: {e}")),
         Ok(out) if out.status == Some(2) && out.stderr.contains("unrecognized subcommand") => {
-            Check::skip(ID, "`clawdlets secrets check` is not available in this build")
+            Check::skip(
+                ID,
+                "`clawdlets secrets check` is not available in this build",
+            )
         }
         Ok(out) if out.success() => Check::pass(ID, vec![format!("secrets check passed in {dir}")]),
         Ok(out) if out.status == Some(1) => {
             let mut ev: Vec<String> = out.stdout.lines().take(20).map(str::to_string).collect();
             ev.insert(0, format!("secrets check found problems in {dir}"));
-            Check::fail(ID, ev, "run `clawdlets secrets check` in the repository and fix what it reports")
+            Check::fail(
+                ID,
+                ev,
+                "run `clawdlets secrets check` in the repository and fix what it reports",
+            )
         }
-        Ok(out) => Check::inconclusive(ID, vec![format!("secrets check could not run: {}", out.stderr.trim())], "run it by hand to see why"),
+        Ok(out) => Check::inconclusive(
+            ID,
+            vec![format!(
+                "secrets check could not run: {}",
+                out.stderr.trim()
+            )],
+            "run it by hand to see why",
+        ),
     }
 }
 
 /// The remote checks, in report order.
-pub fn run(target: &str, cfg: &VerifyConfig, repo: Option<&Path>, runner: &dyn Runner) -> Vec<Check> {
+pub fn run(
+    target: &str,
+    cfg: &VerifyConfig,
+    repo: Option<&Path>,
+    runner: &dyn Runner,
+) -> Vec<Check> {
     let t = std::time::Instant::now();
     let mut a = ssh_check(target, cfg);
     a.duration_ms = t.elapsed().as_millis() as u64;

@@ -48,23 +48,43 @@ pub struct Check {
 
 impl Check {
     pub fn new(id: &str, status: Status) -> Check {
-        Check { id: id.to_string(), status, evidence: Vec::new(), hint: None, duration_ms: 0 }
+        Check {
+            id: id.to_string(),
+            status,
+            evidence: Vec::new(),
+            hint: None,
+            duration_ms: 0,
+        }
     }
 
     pub fn pass(id: &str, evidence: Vec<String>) -> Check {
-        Check { evidence, ..Check::new(id, Status::Pass) }
+        Check {
+            evidence,
+            ..Check::new(id, Status::Pass)
+        }
     }
 
     pub fn fail(id: &str, evidence: Vec<String>, hint: impl Into<String>) -> Check {
-        Check { evidence, hint: Some(hint.into()), ..Check::new(id, Status::Fail) }
+        Check {
+            evidence,
+            hint: Some(hint.into()),
+            ..Check::new(id, Status::Fail)
+        }
     }
 
     pub fn inconclusive(id: &str, evidence: Vec<String>, hint: impl Into<String>) -> Check {
-        Check { evidence, hint: Some(hint.into()), ..Check::new(id, Status::Inconclusive) }
+        Check {
+            evidence,
+            hint: Some(hint.into()),
+            ..Check::new(id, Status::Inconclusive)
+        }
     }
 
     pub fn skip(id: &str, reason: impl Into<String>) -> Check {
-        Check { evidence: vec![reason.into()], ..Check::new(id, Status::Skip) }
+        Check {
+            evidence: vec![reason.into()],
+            ..Check::new(id, Status::Skip)
+        }
     }
 }
 
@@ -102,7 +122,14 @@ impl Report {
                 Status::Skip => summary.skip += 1,
             }
         }
-        Report { schema_version: 1, mode: mode.to_string(), target, checks, summary, duration_ms }
+        Report {
+            schema_version: 1,
+            mode: mode.to_string(),
+            target,
+            checks,
+            summary,
+            duration_ms,
+        }
     }
 
     /// Exit code: 0 when nothing failed or was inconclusive, 1 otherwise.
@@ -120,7 +147,13 @@ impl Report {
 
     /// Writes the human table; `colour` adds ANSI colours to the status column.
     pub fn write_human(&self, w: &mut dyn Write, colour: bool) -> std::io::Result<()> {
-        let width = self.checks.iter().map(|c| c.id.len()).max().unwrap_or(10).max(10);
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.id.len())
+            .max()
+            .unwrap_or(10)
+            .max(10);
         writeln!(w, "clawdlets verify ({}: {})", self.mode, self.target)?;
         for c in &self.checks {
             let (code, label) = match c.status {
@@ -129,7 +162,11 @@ impl Report {
                 Status::Inconclusive => ("33;1", "INCONCLUSIVE"),
                 Status::Skip => ("2", "SKIP"),
             };
-            let status = if colour { format!("\x1b[{code}m{label:<12}\x1b[0m") } else { format!("{label:<12}") };
+            let status = if colour {
+                format!("\x1b[{code}m{label:<12}\x1b[0m")
+            } else {
+                format!("{label:<12}")
+            };
             let first = c.evidence.first().map(String::as_str).unwrap_or("");
             writeln!(w, "{:<width$}  {status}  {first}", c.id)?;
             for e in c.evidence.iter().skip(1) {

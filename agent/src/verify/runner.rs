@@ -33,7 +33,10 @@ pub enum RunError {
     Timeout { program: String, secs: u64 },
     /// Spawning or reading from the program failed.
     #[error("cannot run `{program}`: {source}")]
-    Io { program: String, source: std::io::Error },
+    Io {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 impl RunError {
@@ -59,13 +62,18 @@ pub struct SystemRunner {
 
 impl Default for SystemRunner {
     fn default() -> Self {
-        SystemRunner { timeout: Duration::from_secs(20) }
+        SystemRunner {
+            timeout: Duration::from_secs(20),
+        }
     }
 }
 
 impl Runner for SystemRunner {
     fn run(&self, program: &str, args: &[&str]) -> Result<Output, RunError> {
-        let io = |source| RunError::Io { program: program.to_string(), source };
+        let io = |source| RunError::Io {
+            program: program.to_string(),
+            source,
+        };
         let mut child = match Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -103,13 +111,20 @@ impl Runner for SystemRunner {
             if start.elapsed() > self.timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(RunError::Timeout { program: program.to_string(), secs: self.timeout.as_secs() });
+                return Err(RunError::Timeout {
+                    program: program.to_string(),
+                    secs: self.timeout.as_secs(),
+                });
             }
             std::thread::sleep(Duration::from_millis(2));
         };
         let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
         let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
-        Ok(Output { status: status.code(), stdout, stderr })
+        Ok(Output {
+            status: status.code(),
+            stdout,
+            stderr,
+        })
     }
 }
 
@@ -123,7 +138,11 @@ impl RecordedRunner {
     pub fn with(mut self, cmdline: &str, stdout: &str) -> Self {
         self.outputs.insert(
             cmdline.to_string(),
-            Output { status: Some(0), stdout: stdout.to_string(), stderr: String::new() },
+            Output {
+                status: Some(0),
+                stdout: stdout.to_string(),
+                stderr: String::new(),
+            },
         );
         self
     }
@@ -136,6 +155,9 @@ impl Runner for RecordedRunner {
             key.push(' ');
             key.push_str(a);
         }
-        self.outputs.get(&key).cloned().ok_or_else(|| RunError::NotFound(key))
+        self.outputs
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| RunError::NotFound(key))
     }
 }

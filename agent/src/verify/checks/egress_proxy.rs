@@ -16,16 +16,35 @@ const ID: &str = "egress.proxy";
 fn show(host: &Host, unit: &str) -> Result<Vec<(String, String)>, String> {
     let out = host
         .runner
-        .run("systemctl", &["show", "-p", "IPAddressDeny,IPAddressAllow,ControlGroup,ActiveState,LoadState,MainPID", "--", unit])
+        .run(
+            "systemctl",
+            &[
+                "show",
+                "-p",
+                "IPAddressDeny,IPAddressAllow,ControlGroup,ActiveState,LoadState,MainPID",
+                "--",
+                unit,
+            ],
+        )
         .map_err(|e| e.to_string())?;
     if !out.success() {
-        return Err(format!("`systemctl show {unit}` failed: {}", out.stderr.trim()));
+        return Err(format!(
+            "`systemctl show {unit}` failed: {}",
+            out.stderr.trim()
+        ));
     }
-    Ok(out.stdout.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    Ok(out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 fn prop<'a>(kv: &'a [(String, String)], k: &str) -> &'a str {
-    kv.iter().find(|(a, _)| a == k).map_or("", |(_, v)| v.as_str())
+    kv.iter()
+        .find(|(a, _)| a == k)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 fn is_loopback_cidr(c: &str) -> bool {
@@ -49,15 +68,28 @@ pub fn bpf_prog_count(cgroup: &Path, attach_type: u32) -> Result<u32, String> {
         _pad: u32,
         prog_attach_flags: u64,
     }
-    let mut q = Query { target_fd: dir.as_raw_fd() as u32, attach_type, ..Default::default() };
+    let mut q = Query {
+        target_fd: dir.as_raw_fd() as u32,
+        attach_type,
+        ..Default::default()
+    };
     const BPF_PROG_QUERY: libc::c_long = 16;
     // SAFETY: BPF_PROG_QUERY reads and writes only the attr struct we pass, sized correctly;
     // with prog_ids = 0 the kernel only fills prog_cnt.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &mut q as *mut Query, std::mem::size_of::<Query>() as libc::c_uint)
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut q as *mut Query,
+            std::mem::size_of::<Query>() as libc::c_uint,
+        )
     };
     if rc != 0 {
-        return Err(format!("BPF_PROG_QUERY on {}: {}", cgroup.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "BPF_PROG_QUERY on {}: {}",
+            cgroup.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(q.prog_cnt)
 }
@@ -66,16 +98,24 @@ pub fn bpf_prog_count(cgroup: &Path, attach_type: u32) -> Result<u32, String> {
 pub fn tcp_listeners(host: &Host) -> Vec<(IpAddr, u16, u64)> {
     let mut out = Vec::new();
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let Ok(text) = std::fs::read_to_string(host.path(file)) else { continue };
+        let Ok(text) = std::fs::read_to_string(host.path(file)) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 10 || f[3] != "0A" {
                 continue;
             }
-            let Some((a, p)) = f[1].split_once(':') else { continue };
-            let Ok(port) = u16::from_str_radix(p, 16) else { continue };
+            let Some((a, p)) = f[1].split_once(':') else {
+                continue;
+            };
+            let Ok(port) = u16::from_str_radix(p, 16) else {
+                continue;
+            };
             let addr = if v6 {
-                let Ok(raw) = u128::from_str_radix(a, 16) else { continue };
+                let Ok(raw) = u128::from_str_radix(a, 16) else {
+                    continue;
+                };
                 // Four little-endian 32-bit words.
                 let b = raw.to_be_bytes();
                 let mut o = [0u8; 16];
@@ -86,7 +126,9 @@ pub fn tcp_listeners(host: &Host) -> Vec<(IpAddr, u16, u64)> {
                 }
                 IpAddr::from(o)
             } else {
-                let Ok(raw) = u32::from_str_radix(a, 16) else { continue };
+                let Ok(raw) = u32::from_str_radix(a, 16) else {
+                    continue;
+                };
                 IpAddr::from(raw.swap_bytes().to_be_bytes())
             };
             out.push((addr, port, f[9].parse().unwrap_or(0)));
@@ -100,7 +142,10 @@ fn socket_inodes(host: &Host, pid: &str) -> HashSet<u64> {
     if let Ok(rd) = std::fs::read_dir(host.path(format!("/proc/{pid}/fd"))) {
         for e in rd.flatten() {
             if let Ok(t) = std::fs::read_link(e.path())
-                && let Some(n) = t.to_str().and_then(|s| s.strip_prefix("socket:[")).and_then(|s| s.strip_suffix(']'))
+                && let Some(n) = t
+                    .to_str()
+                    .and_then(|s| s.strip_prefix("socket:["))
+                    .and_then(|s| s.strip_suffix(']'))
             {
                 set.insert(n.parse().unwrap_or(0));
             }
@@ -111,7 +156,13 @@ fn socket_inodes(host: &Host, pid: &str) -> HashSet<u64> {
 
 pub fn run(host: &Host) -> Check {
     if host.cfg.egress != Some(Egress::ProxyAllowlist) {
-        return Check::skip(ID, format!("egress mode is {}, not proxy-allowlist", crate::verify::config::show(host.cfg.egress)));
+        return Check::skip(
+            ID,
+            format!(
+                "egress mode is {}, not proxy-allowlist",
+                crate::verify::config::show(host.cfg.egress)
+            ),
+        );
     }
     let mut bad = Vec::new();
     let mut ok = Vec::new();
@@ -134,11 +185,16 @@ pub fn run(host: &Host) -> Check {
         let deny: Vec<&str> = prop(&kv, "IPAddressDeny").split_whitespace().collect();
         let allow: Vec<&str> = prop(&kv, "IPAddressAllow").split_whitespace().collect();
         if !(deny.contains(&"0.0.0.0/0") && deny.contains(&"::/0")) {
-            bad.push(format!("{unit}: IPAddressDeny={:?} (want any)", deny.join(" ")));
+            bad.push(format!(
+                "{unit}: IPAddressDeny={:?} (want any)",
+                deny.join(" ")
+            ));
         }
         let extra: Vec<&&str> = allow.iter().filter(|c| !is_loopback_cidr(c)).collect();
         if !extra.is_empty() {
-            bad.push(format!("{unit}: IPAddressAllow has non-loopback {extra:?} (bots could bypass the proxy)"));
+            bad.push(format!(
+                "{unit}: IPAddressAllow has non-loopback {extra:?} (bots could bypass the proxy)"
+            ));
         }
         if prop(&kv, "ActiveState") == "active" {
             let cg = host.path(format!("/sys/fs/cgroup{}", prop(&kv, "ControlGroup")));
@@ -149,22 +205,43 @@ pub fn run(host: &Host) -> Check {
                 (Err(e), _) | (_, Err(e)) => unsure.push(format!("{unit}: cannot confirm the BPF filter: {e}")),
             }
         } else {
-            ok.push(format!("{unit}: deny any, allow loopback (not running: BPF attachment not checked)"));
+            ok.push(format!(
+                "{unit}: deny any, allow loopback (not running: BPF attachment not checked)"
+            ));
         }
     }
     // The proxy listens on loopback only.
     let listeners = tcp_listeners(host);
     let mut mine: Vec<(IpAddr, u16)> = Vec::new();
-    let pid = host.cfg.proxy_unit.as_ref().and_then(|u| show(host, u).ok()).map(|kv| prop(&kv, "MainPID").to_string());
+    let pid = host
+        .cfg
+        .proxy_unit
+        .as_ref()
+        .and_then(|u| show(host, u).ok())
+        .map(|kv| prop(&kv, "MainPID").to_string());
     match pid.filter(|p| !p.is_empty() && p != "0") {
         Some(pid) => {
             let inodes = socket_inodes(host, &pid);
-            mine.extend(listeners.iter().filter(|l| inodes.contains(&l.2)).map(|l| (l.0, l.1)));
+            mine.extend(
+                listeners
+                    .iter()
+                    .filter(|l| inodes.contains(&l.2))
+                    .map(|l| (l.0, l.1)),
+            );
             ok.push(format!("proxy main PID {pid} listens on {mine:?}"));
         }
         None => {
-            let ports: Vec<u16> = if host.cfg.proxy_ports.is_empty() { vec![3128, 9810] } else { host.cfg.proxy_ports.clone() };
-            mine.extend(listeners.iter().filter(|l| ports.contains(&l.1)).map(|l| (l.0, l.1)));
+            let ports: Vec<u16> = if host.cfg.proxy_ports.is_empty() {
+                vec![3128, 9810]
+            } else {
+                host.cfg.proxy_ports.clone()
+            };
+            mine.extend(
+                listeners
+                    .iter()
+                    .filter(|l| ports.contains(&l.1))
+                    .map(|l| (l.0, l.1)),
+            );
             ok.push(format!("listeners on proxy ports {ports:?}: {mine:?}"));
         }
     }
@@ -177,11 +254,19 @@ pub fn run(host: &Host) -> Check {
         }
     }
     if !bad.is_empty() {
-        return Check::fail(ID, bad, "set IPAddressDeny=any and IPAddressAllow=localhost on bot units (cgroup v2 with BPF required), and bind the proxy to 127.0.0.1/::1 only");
+        return Check::fail(
+            ID,
+            bad,
+            "set IPAddressDeny=any and IPAddressAllow=localhost on bot units (cgroup v2 with BPF required), and bind the proxy to 127.0.0.1/::1 only",
+        );
     }
     if !unsure.is_empty() {
         ok.extend(unsure);
-        return Check::inconclusive(ID, ok, "run as root on the host under systemd with the bot and proxy units configured");
+        return Check::inconclusive(
+            ID,
+            ok,
+            "run as root on the host under systemd with the bot and proxy units configured",
+        );
     }
     Check::pass(ID, ok)
 }

@@ -13,7 +13,10 @@ pub const SMTP_PORTS: [u16; 4] = [25, 465, 587, 2525];
 
 pub fn run(host: &Host) -> Check {
     if host.cfg.egress == Some(Egress::None) {
-        return Check::skip(ID, "egress mode none: outbound mail is not restricted by policy");
+        return Check::skip(
+            ID,
+            "egress mode none: outbound mail is not restricted by policy",
+        );
     }
     let rs = match host.ruleset() {
         Ok(rs) => rs,
@@ -54,11 +57,17 @@ pub fn run(host: &Host) -> Check {
         t.accepted.len()
     )];
     if !unknown_users.is_empty() {
-        ev.push(format!("bot users not in /etc/passwd (not probed): {unknown_users:?}"));
+        ev.push(format!(
+            "bot users not in /etc/passwd (not probed): {unknown_users:?}"
+        ));
     }
     if !t.accepted.is_empty() {
         ev.extend(first_lines(&t.accepted, 5));
-        return Check::fail(ID, ev, "outbound SMTP is open: enable clawdlets egress smtp-only (drops tcp/udp 25,465,587,2525 on output)");
+        return Check::fail(
+            ID,
+            ev,
+            "outbound SMTP is open: enable clawdlets egress smtp-only (drops tcp/udp 25,465,587,2525 on output)",
+        );
     }
     if !t.inconclusive.is_empty() || !unknown_users.is_empty() {
         ev.extend(first_lines(&t.inconclusive, 5));

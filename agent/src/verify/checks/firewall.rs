@@ -18,7 +18,8 @@ pub const HOST_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x1, 0, 0, 0
 pub const TAILNET_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(100, 100, 7, 7));
 pub const TAILNET_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0x77));
 pub const TAILNET_HOST_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(100, 100, 1, 1));
-pub const TAILNET_HOST_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0x11));
+pub const TAILNET_HOST_V6: IpAddr =
+    IpAddr::V6(Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0x11));
 
 /// True for addresses reachable from the internet (documentation ranges count as public).
 pub fn is_public(a: &IpAddr) -> bool {
@@ -111,7 +112,12 @@ pub fn first_lines(v: &[String], n: usize) -> Vec<String> {
 /// sshd's listening ports from `sshd -T`, or 22.
 pub fn ssh_ports(host: &Host) -> Vec<u16> {
     let mut ports: Vec<u16> = super::sshd_config::effective(host, None)
-        .map(|kv| kv.iter().filter(|(k, _)| k == "port").filter_map(|(_, v)| v.parse().ok()).collect())
+        .map(|kv| {
+            kv.iter()
+                .filter(|(k, _)| k == "port")
+                .filter_map(|(_, v)| v.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     if ports.is_empty() {
         ports.push(22);

@@ -25,14 +25,44 @@ pub struct Def {
 
 /// All host checks, in report order.
 pub const ALL: &[Def] = &[
-    Def { id: "ssh.firewall", run: ssh_firewall::run },
-    Def { id: "ssh.tailnet-only", run: ssh_tailnet_only::run },
-    Def { id: "sshd.config", run: sshd_config::run },
-    Def { id: "orchestrator.perms", run: orchestrator_perms::run },
-    Def { id: "secrets.mount", run: secrets_mount::run },
-    Def { id: "secrets.store", run: secrets_store::run },
-    Def { id: "egress.smtp", run: egress_smtp::run },
-    Def { id: "egress.proxy", run: egress_proxy::run },
-    Def { id: "tailnet.udp", run: tailnet_udp::run },
-    Def { id: "units.sandbox", run: units_sandbox::run },
+    Def {
+        id: "ssh.firewall",
+        run: ssh_firewall::run,
+    },
+    Def {
+        id: "ssh.tailnet-only",
+        run: ssh_tailnet_only::run,
+    },
+    Def {
+        id: "sshd.config",
+        run: sshd_config::run,
+    },
+    Def {
+        id: "orchestrator.perms",
+        run: orchestrator_perms::run,
+    },
+    Def {
+        id: "secrets.mount",
+        run: secrets_mount::run,
+    },
+    Def {
+        id: "secrets.store",
+        run: secrets_store::run,
+    },
+    Def {
+        id: "egress.smtp",
+        run: egress_smtp::run,
+    },
+    Def {
+        id: "egress.proxy",
+        run: egress_proxy::run,
+    },
+    Def {
+        id: "tailnet.udp",
+        run: tailnet_udp::run,
+    },
+    Def {
+        id: "units.sandbox",
+        run: units_sandbox::run,
+    },
 ];

@@ -39,7 +39,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -67,7 +70,10 @@ pub fn mount_options(mountpoint: &Path) -> Option<(String, Vec<String>)> {
     found
 }
 
-fn expected_ids(host: &Host, s: &crate::verify::manifest::SecretEntry) -> (Option<u32>, Option<u32>) {
+fn expected_ids(
+    host: &Host,
+    s: &crate::verify::manifest::SecretEntry,
+) -> (Option<u32>, Option<u32>) {
     let uid = match &s.owner {
         Some(o) => host.uid(o),
         None => Some(s.uid.unwrap_or(0)),
@@ -83,7 +89,13 @@ pub fn run(host: &Host) -> Check {
     let manifest = match host.manifest_file() {
         Some(p) => match Manifest::load(&p) {
             Ok(m) => Some(m),
-            Err(e) => return Check::inconclusive(ID, vec![e.to_string()], "pass --manifest with the sops-nix manifest.json the host uses"),
+            Err(e) => {
+                return Check::inconclusive(
+                    ID,
+                    vec![e.to_string()],
+                    "pass --manifest with the sops-nix manifest.json the host uses",
+                );
+            }
         },
         None => None,
     };
@@ -93,7 +105,14 @@ pub fn run(host: &Host) -> Check {
     };
     let (mp_h, link_h) = (host.path(&mp), host.path(&link));
     if manifest.is_none() && !mp_h.exists() && std::fs::symlink_metadata(&link_h).is_err() {
-        return Check::skip(ID, format!("no secrets manifest given and neither {} nor {} exists", mp.display(), link.display()));
+        return Check::skip(
+            ID,
+            format!(
+                "no secrets manifest given and neither {} nor {} exists",
+                mp.display(),
+                link.display()
+            ),
+        );
     }
     let mut bad = Vec::new();
     let mut ok = Vec::new();
@@ -102,19 +121,35 @@ pub fn run(host: &Host) -> Check {
     let mp_dev = std::fs::metadata(&mp_h).map(|m| m.dev()).ok();
     match fs_magic(&mp_h) {
         Err(e) => bad.push(e),
-        Ok(m) if m == RAMFS_MAGIC || m == TMPFS_MAGIC => ok.push(format!("{} is {} (statfs)", mp.display(), magic_name(m))),
-        Ok(m) => bad.push(format!("{} is on {} — secrets are on persistent storage", mp.display(), magic_name(m))),
+        Ok(m) if m == RAMFS_MAGIC || m == TMPFS_MAGIC => {
+            ok.push(format!("{} is {} (statfs)", mp.display(), magic_name(m)))
+        }
+        Ok(m) => bad.push(format!(
+            "{} is on {} — secrets are on persistent storage",
+            mp.display(),
+            magic_name(m)
+        )),
     }
     let canon = std::fs::canonicalize(&mp_h).unwrap_or(mp_h.clone());
     match mount_options(&canon) {
-        None => bad.push(format!("{} is not a mount point (it inherits its parent's filesystem and options)", mp.display())),
+        None => bad.push(format!(
+            "{} is not a mount point (it inherits its parent's filesystem and options)",
+            mp.display()
+        )),
         Some((fstype, opts)) => {
-            let missing: Vec<&str> =
-                ["nodev", "nosuid", "noexec"].into_iter().filter(|o| !opts.iter().any(|x| x == o)).collect();
+            let missing: Vec<&str> = ["nodev", "nosuid", "noexec"]
+                .into_iter()
+                .filter(|o| !opts.iter().any(|x| x == o))
+                .collect();
             if missing.is_empty() {
                 ok.push(format!("mounted {fstype} {}", opts.join(",")));
             } else {
-                bad.push(format!("{} mounted {fstype} {} lacks {}", mp.display(), opts.join(","), missing.join(",")));
+                bad.push(format!(
+                    "{} mounted {fstype} {} lacks {}",
+                    mp.display(),
+                    opts.join(","),
+                    missing.join(",")
+                ));
             }
         }
     }
@@ -122,14 +157,31 @@ pub fn run(host: &Host) -> Check {
     // The symlink points into the mount.
     let mut gen_dir: Option<PathBuf> = None;
     match std::fs::read_link(&link_h) {
-        Err(e) => bad.push(format!("{} is not a symlink into {}: {e}", link.display(), mp.display())),
+        Err(e) => bad.push(format!(
+            "{} is not a symlink into {}: {e}",
+            link.display(),
+            mp.display()
+        )),
         Ok(target) => {
-            let abs = if target.is_absolute() { target.clone() } else { link.parent().unwrap_or(Path::new("/")).join(&target) };
-            if abs.starts_with(&mp) && !abs.components().any(|c| c == std::path::Component::ParentDir) {
+            let abs = if target.is_absolute() {
+                target.clone()
+            } else {
+                link.parent().unwrap_or(Path::new("/")).join(&target)
+            };
+            if abs.starts_with(&mp)
+                && !abs
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
                 ok.push(format!("{} -> {}", link.display(), abs.display()));
                 gen_dir = Some(abs);
             } else {
-                bad.push(format!("{} -> {} points outside {}", link.display(), abs.display(), mp.display()));
+                bad.push(format!(
+                    "{} -> {} points outside {}",
+                    link.display(),
+                    abs.display(),
+                    mp.display()
+                ));
             }
         }
     }
@@ -144,7 +196,11 @@ pub fn run(host: &Host) -> Check {
             let md = match std::fs::symlink_metadata(&file) {
                 Ok(md) => md,
                 Err(e) => {
-                    bad.push(format!("secret {}: {}: {e}", s.name, gen_dir.join(&s.name).display()));
+                    bad.push(format!(
+                        "secret {}: {}: {e}",
+                        s.name,
+                        gen_dir.join(&s.name).display()
+                    ));
                     continue;
                 }
             };
@@ -155,29 +211,55 @@ pub fn run(host: &Host) -> Check {
             }
             match fs_magic(&file) {
                 Ok(mg) if mg == RAMFS_MAGIC || mg == TMPFS_MAGIC => {}
-                Ok(mg) => bad.push(format!("secret {} is on {} (on disk)", s.name, magic_name(mg))),
+                Ok(mg) => bad.push(format!(
+                    "secret {} is on {} (on disk)",
+                    s.name,
+                    magic_name(mg)
+                )),
                 Err(e) => bad.push(e),
             }
             if mp_dev.is_some() && Some(md.dev()) != mp_dev {
-                bad.push(format!("secret {} is not on the secrets mount {}", s.name, mp.display()));
+                bad.push(format!(
+                    "secret {} is not on the secrets mount {}",
+                    s.name,
+                    mp.display()
+                ));
             }
             let (uid, gid) = expected_ids(host, s);
             if uid != Some(md.uid()) {
-                bad.push(format!("secret {} owner is {} (manifest: {})", s.name, host.user_name(md.uid()),
-                    s.owner.clone().unwrap_or_else(|| s.uid.unwrap_or(0).to_string())));
+                bad.push(format!(
+                    "secret {} owner is {} (manifest: {})",
+                    s.name,
+                    host.user_name(md.uid()),
+                    s.owner
+                        .clone()
+                        .unwrap_or_else(|| s.uid.unwrap_or(0).to_string())
+                ));
             }
             if gid != Some(md.gid()) {
-                bad.push(format!("secret {} group is {} (manifest: {})", s.name, host.group_name(md.gid()),
-                    s.group.clone().unwrap_or_else(|| s.gid.unwrap_or(0).to_string())));
+                bad.push(format!(
+                    "secret {} group is {} (manifest: {})",
+                    s.name,
+                    host.group_name(md.gid()),
+                    s.group
+                        .clone()
+                        .unwrap_or_else(|| s.gid.unwrap_or(0).to_string())
+                ));
             }
             match s.mode_bits() {
                 Err(e) => bad.push(e),
                 Ok(want) => {
                     let have = md.mode() & 0o7777;
                     if have & 0o004 != 0 && want & 0o004 == 0 {
-                        bad.push(format!("secret {} is world-readable ({have:04o}, manifest {want:04o})", s.name));
+                        bad.push(format!(
+                            "secret {} is world-readable ({have:04o}, manifest {want:04o})",
+                            s.name
+                        ));
                     } else if have != want {
-                        bad.push(format!("secret {} mode is {have:04o} (manifest {want:04o})", s.name));
+                        bad.push(format!(
+                            "secret {} mode is {have:04o} (manifest {want:04o})",
+                            s.name
+                        ));
                     }
                 }
             }
@@ -187,18 +269,27 @@ pub fn run(host: &Host) -> Check {
             {
                 match (std::fs::metadata(host.path(p)), std::fs::metadata(&file)) {
                     (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev() => {}
-                    _ => bad.push(format!("secret {}: {} does not lead to the installed file", s.name, p.display())),
+                    _ => bad.push(format!(
+                        "secret {}: {} does not lead to the installed file",
+                        s.name,
+                        p.display()
+                    )),
                 }
             }
         }
-        ok.push(format!("{checked} of {} declared secrets match owner, group and mode", m.secrets.len()));
+        ok.push(format!(
+            "{checked} of {} declared secrets match owner, group and mode",
+            m.secrets.len()
+        ));
     }
 
     // Nothing else on the mount is world-readable.
     let mut stack = vec![mp_h.clone()];
     let mut walked = 0usize;
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let Ok(md) = e.metadata() else { continue };
@@ -207,13 +298,22 @@ pub fn run(host: &Host) -> Check {
             } else if md.is_file() {
                 walked += 1;
                 if md.mode() & 0o004 != 0 && !declared.contains(&p) {
-                    let shown = p.strip_prefix(&host.root).map(|r| Path::new("/").join(r)).unwrap_or(p.clone());
-                    bad.push(format!("{} is world-readable ({:04o}) and not declared so", shown.display(), md.mode() & 0o7777));
+                    let shown = p
+                        .strip_prefix(&host.root)
+                        .map(|r| Path::new("/").join(r))
+                        .unwrap_or(p.clone());
+                    bad.push(format!(
+                        "{} is world-readable ({:04o}) and not declared so",
+                        shown.display(),
+                        md.mode() & 0o7777
+                    ));
                 }
             }
         }
     }
-    ok.push(format!("{walked} files on the mount walked, none world-readable beyond the manifest"));
+    ok.push(format!(
+        "{walked} files on the mount walked, none world-readable beyond the manifest"
+    ));
 
     if !bad.is_empty() {
         let mut ev = bad;
@@ -222,11 +322,19 @@ pub fn run(host: &Host) -> Check {
             ev.truncate(20);
             ev.push(format!("… and {n} more"));
         }
-        return Check::fail(ID, ev, "reinstall secrets with `clawdlets secrets install` (it mounts ramfs nodev,nosuid,noexec and sets owner/mode from the manifest); remove stray files");
+        return Check::fail(
+            ID,
+            ev,
+            "reinstall secrets with `clawdlets secrets install` (it mounts ramfs nodev,nosuid,noexec and sets owner/mode from the manifest); remove stray files",
+        );
     }
     if manifest.is_none() {
         ok.push("no manifest: owners and modes not compared".into());
-        return Check::inconclusive(ID, ok, "pass --manifest (or set secretsManifest) to compare owners and modes");
+        return Check::inconclusive(
+            ID,
+            ok,
+            "pass --manifest (or set secretsManifest) to compare owners and modes",
+        );
     }
     Check::pass(ID, ok)
 }

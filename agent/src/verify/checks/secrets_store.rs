@@ -36,7 +36,9 @@ pub fn list_files(roots: &[PathBuf]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = roots.to_vec();
     while let Some(p) = stack.pop() {
-        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if md.is_dir() {
             if let Ok(rd) = std::fs::read_dir(&p) {
                 stack.extend(rd.flatten().map(|e| e.path()));
@@ -49,20 +51,31 @@ pub fn list_files(roots: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Searches `files` for any of `values` (named by `names`), in parallel, until `deadline`.
-pub fn scan(files: &[PathBuf], names: &[String], values: &[SecretBytes], budget: Duration) -> ScanResult {
+pub fn scan(
+    files: &[PathBuf],
+    names: &[String],
+    values: &[SecretBytes],
+    budget: Duration,
+) -> ScanResult {
     let start = Instant::now();
-    let mut res = ScanResult { files_total: files.len(), ..Default::default() };
+    let mut res = ScanResult {
+        files_total: files.len(),
+        ..Default::default()
+    };
     if values.is_empty() || files.is_empty() {
         return res;
     }
     // Exposing the values only to build the automaton, which lives no longer than this call.
-    let ac = AhoCorasick::new(values.iter().map(|v| v.expose())).expect("aho-corasick builds for plain literals");
+    let ac = AhoCorasick::new(values.iter().map(|v| v.expose()))
+        .expect("aho-corasick builds for plain literals");
     let next = AtomicUsize::new(0);
     let scanned = AtomicUsize::new(0);
     let bytes = std::sync::atomic::AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let hits = Mutex::new(BTreeSet::new());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -101,34 +114,65 @@ pub fn scan(files: &[PathBuf], names: &[String], values: &[SecretBytes], budget:
 /// store directory under `--root`.
 fn closure(host: &Host) -> Result<Option<(String, Vec<PathBuf>)>, String> {
     if host.is_live() && Path::new("/run/current-system").exists() {
-        let out = host.runner.run("nix-store", &["-qR", "/run/current-system"]).map_err(|e| e.to_string())?;
+        let out = host
+            .runner
+            .run("nix-store", &["-qR", "/run/current-system"])
+            .map_err(|e| e.to_string())?;
         if !out.success() {
-            return Err(format!("`nix-store -qR /run/current-system` failed: {}", out.stderr.trim()));
+            return Err(format!(
+                "`nix-store -qR /run/current-system` failed: {}",
+                out.stderr.trim()
+            ));
         }
         let paths: Vec<PathBuf> = out.stdout.lines().map(PathBuf::from).collect();
-        return Ok(Some((format!("closure of /run/current-system ({} store paths)", paths.len()), paths)));
+        return Ok(Some((
+            format!(
+                "closure of /run/current-system ({} store paths)",
+                paths.len()
+            ),
+            paths,
+        )));
     }
     let store = host.path("/nix/store");
     if store.is_dir() {
-        let paths: Vec<PathBuf> =
-            std::fs::read_dir(&store).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
-        return Ok(Some((format!("{} ({} store paths)", store.display(), paths.len()), paths)));
+        let paths: Vec<PathBuf> = std::fs::read_dir(&store)
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        return Ok(Some((
+            format!("{} ({} store paths)", store.display(), paths.len()),
+            paths,
+        )));
     }
     Ok(None)
 }
 
 pub fn run(host: &Host) -> Check {
     let Some(mpath) = host.manifest_file() else {
-        return Check::skip(ID, "no secrets manifest (--manifest or secretsManifest): no values to look for");
+        return Check::skip(
+            ID,
+            "no secrets manifest (--manifest or secretsManifest): no values to look for",
+        );
     };
     let m = match Manifest::load(&mpath) {
         Ok(m) => m,
-        Err(e) => return Check::inconclusive(ID, vec![e.to_string()], "pass --manifest with the manifest the host uses"),
+        Err(e) => {
+            return Check::inconclusive(
+                ID,
+                vec![e.to_string()],
+                "pass --manifest with the manifest the host uses",
+            );
+        }
     };
     let (scope, roots) = match closure(host) {
         Ok(Some(c)) => c,
-        Ok(None) => return Check::skip(ID, "no /run/current-system and no nix store under the root"),
-        Err(e) => return Check::inconclusive(ID, vec![e], "run on the host with nix-store on PATH"),
+        Ok(None) => {
+            return Check::skip(ID, "no /run/current-system and no nix store under the root");
+        }
+        Err(e) => {
+            return Check::inconclusive(ID, vec![e], "run on the host with nix-store on PATH");
+        }
     };
     let mut names = Vec::new();
     let mut values = Vec::new();
@@ -145,7 +189,10 @@ pub fn run(host: &Host) -> Check {
             Ok(v) => {
                 let v = SecretBytes::new(v);
                 // Also look for the value without a trailing newline: files often end in one.
-                let trimmed = v.expose().strip_suffix(b"\n").map(|t| SecretBytes::new(t.to_vec()));
+                let trimmed = v
+                    .expose()
+                    .strip_suffix(b"\n")
+                    .map(|t| SecretBytes::new(t.to_vec()));
                 let candidate = trimmed.unwrap_or(v);
                 if candidate.len() < MIN_LEN {
                     short += 1;
@@ -169,16 +216,27 @@ pub fn run(host: &Host) -> Check {
         t0.elapsed().as_millis()
     )];
     if short > 0 {
-        ev.push(format!("{short} values shorter than {MIN_LEN} bytes not searched"));
+        ev.push(format!(
+            "{short} values shorter than {MIN_LEN} bytes not searched"
+        ));
     }
     if !r.hits.is_empty() {
         for (f, n) in r.hits.iter().take(20) {
             ev.push(format!("secret {n} appears in {}", f.display()));
         }
-        return Check::fail(ID, ev, "a secret value is in the world-readable Nix store: rotate it now, then reference it through sops/`clawdlets secrets` instead of a Nix string");
+        return Check::fail(
+            ID,
+            ev,
+            "a secret value is in the world-readable Nix store: rotate it now, then reference it through sops/`clawdlets secrets` instead of a Nix string",
+        );
     }
     if r.timed_out {
-        ev.push(format!("time budget of {} s spent after {} of {} files", budget.as_secs(), r.files_scanned, r.files_total));
+        ev.push(format!(
+            "time budget of {} s spent after {} of {} files",
+            budget.as_secs(),
+            r.files_scanned,
+            r.files_total
+        ));
         return Check::inconclusive(ID, ev, "raise storeScanTimeoutSecs in the verify config");
     }
     if !unreadable.is_empty() {

@@ -15,14 +15,21 @@ pub fn run(host: &Host) -> Check {
     let rs = match host.ruleset() {
         Ok(rs) => rs,
         Err(e) => {
-            return Check::inconclusive(ID, vec![e], "run as root on the host with nftables (`nft -j list ruleset` must work)");
+            return Check::inconclusive(
+                ID,
+                vec![e],
+                "run as root on the host with nftables (`nft -j list ruleset` must work)",
+            );
         }
     };
     let ports = ssh_ports(host);
     let t = public_inbound(host, rs, TCP, &ports);
     let (intent, why) = match host.cfg.ssh_exposure {
         Some(e) => (e, "from verify config"),
-        None => (SshExposure::Tailnet, "default; set sshExposure in /etc/clawdlets/verify.json"),
+        None => (
+            SshExposure::Tailnet,
+            "default; set sshExposure in /etc/clawdlets/verify.json",
+        ),
     };
     let mut ev = vec![format!(
         "sshExposure {} ({why}); {} probes of tcp/{ports:?} from public sources on public interfaces, {} rules evaluated",
@@ -34,23 +41,38 @@ pub fn run(host: &Host) -> Check {
     match intent {
         SshExposure::Tailnet if exposed => {
             ev.extend(first_lines(&t.accepted, 5));
-            Check::fail(ID, ev, "SSH is reachable from the internet: set sshExposure=tailnet in the fleet config and redeploy (openFirewall off, allow 22 only on tailscale0)")
+            Check::fail(
+                ID,
+                ev,
+                "SSH is reachable from the internet: set sshExposure=tailnet in the fleet config and redeploy (openFirewall off, allow 22 only on tailscale0)",
+            )
         }
         _ if !t.inconclusive.is_empty() && !exposed => {
             ev.extend(first_lines(&t.inconclusive, 5));
-            Check::inconclusive(ID, ev, "the ruleset uses constructs the evaluator does not model; inspect them by hand (see docs/verify.md)")
+            Check::inconclusive(
+                ID,
+                ev,
+                "the ruleset uses constructs the evaluator does not model; inspect them by hand (see docs/verify.md)",
+            )
         }
         SshExposure::Tailnet => {
             ev.push(format!("all {} probes dropped or rejected", t.blocked));
             Check::pass(ID, ev)
         }
         SshExposure::Bootstrap | SshExposure::Public if exposed => {
-            ev.push(format!("open to the internet as intended: {}", t.accepted[0]));
+            ev.push(format!(
+                "open to the internet as intended: {}",
+                t.accepted[0]
+            ));
             Check::pass(ID, ev)
         }
         SshExposure::Bootstrap | SshExposure::Public => {
             ev.push("no public probe is accepted".into());
-            Check::fail(ID, ev, "sshExposure says SSH is public but the firewall blocks it: operators may be locked out; fix the config or the firewall")
+            Check::fail(
+                ID,
+                ev,
+                "sshExposure says SSH is public but the firewall blocks it: operators may be locked out; fix the config or the firewall",
+            )
         }
     }
 }

@@ -3,7 +3,10 @@
 
 use std::net::IpAddr;
 
-use super::firewall::{TAILNET_HOST_V4, TAILNET_HOST_V6, TAILNET_V4, TAILNET_V6, Tally, first_lines, public_inbound, ssh_ports};
+use super::firewall::{
+    TAILNET_HOST_V4, TAILNET_HOST_V6, TAILNET_V4, TAILNET_V6, Tally, first_lines, public_inbound,
+    ssh_ports,
+};
 use crate::verify::config::{SshExposure, Tailnet};
 use crate::verify::host::Host;
 use crate::verify::nft::Packet;
@@ -14,7 +17,13 @@ const ID: &str = "ssh.tailnet-only";
 
 pub fn run(host: &Host) -> Check {
     if host.cfg.ssh_exposure != Some(SshExposure::Tailnet) {
-        return Check::skip(ID, format!("sshExposure is {}, not tailnet", crate::verify::config::show(host.cfg.ssh_exposure)));
+        return Check::skip(
+            ID,
+            format!(
+                "sshExposure is {}, not tailnet",
+                crate::verify::config::show(host.cfg.ssh_exposure)
+            ),
+        );
     }
     if host.cfg.tailnet == Some(Tailnet::None) {
         return Check::fail(
@@ -46,15 +55,35 @@ pub fn run(host: &Host) -> Check {
     )];
     if !public.accepted.is_empty() {
         ev.extend(first_lines(&public.accepted, 5));
-        return Check::fail(ID, ev, "SSH must be accepted only on the tailnet interface; remove public SSH rules (openFirewall = false)");
+        return Check::fail(
+            ID,
+            ev,
+            "SSH must be accepted only on the tailnet interface; remove public SSH rules (openFirewall = false)",
+        );
     }
-    let v4_ok = tail.accepted.iter().any(|a| a.contains(&IpAddr::from(TAILNET_V4).to_string()));
+    let v4_ok = tail
+        .accepted
+        .iter()
+        .any(|a| a.contains(&IpAddr::from(TAILNET_V4).to_string()));
     if !v4_ok && tail.inconclusive.is_empty() {
-        return Check::fail(ID, ev, format!("SSH is not accepted on {tn}: allow it with networking.firewall.interfaces.{tn}.allowedTCPPorts"));
+        return Check::fail(
+            ID,
+            ev,
+            format!(
+                "SSH is not accepted on {tn}: allow it with networking.firewall.interfaces.{tn}.allowedTCPPorts"
+            ),
+        );
     }
     if !tail.inconclusive.is_empty() || !public.inconclusive.is_empty() {
-        ev.extend(first_lines(&[tail.inconclusive, public.inconclusive].concat(), 5));
-        return Check::inconclusive(ID, ev, "the ruleset uses constructs the evaluator does not model");
+        ev.extend(first_lines(
+            &[tail.inconclusive, public.inconclusive].concat(),
+            5,
+        ));
+        return Check::inconclusive(
+            ID,
+            ev,
+            "the ruleset uses constructs the evaluator does not model",
+        );
     }
     ev.extend(first_lines(&tail.accepted, 2));
     Check::pass(ID, ev)

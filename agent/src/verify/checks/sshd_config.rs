@@ -21,7 +21,11 @@ pub fn effective(host: &Host, spec: Option<&str>) -> Result<Vec<(String, String)
     }
     let out = host.runner.run("sshd", &args).map_err(|e| e.to_string())?;
     if !out.success() {
-        return Err(format!("`sshd {}` failed: {}", args.join(" "), out.stderr.trim()));
+        return Err(format!(
+            "`sshd {}` failed: {}",
+            args.join(" "),
+            out.stderr.trim()
+        ));
     }
     Ok(out
         .stdout
@@ -52,12 +56,20 @@ pub fn judge(kv: &[(String, String)]) -> Vec<String> {
     } else {
         want("challengeresponseauthentication", &|v| v == "no", "no");
     }
-    want("permitrootlogin", &|v| matches!(v, "no" | "prohibit-password" | "without-password"), "prohibit-password or no");
+    want(
+        "permitrootlogin",
+        &|v| matches!(v, "no" | "prohibit-password" | "without-password"),
+        "prohibit-password or no",
+    );
     want("pubkeyauthentication", &|v| v == "yes", "yes");
     want("x11forwarding", &|v| v == "no", "no");
     want("allowagentforwarding", &|v| v == "no", "no");
     want("permitemptypasswords", &|v| v == "no", "no");
-    want("maxauthtries", &|v| v.parse::<u32>().is_ok_and(|n| n <= 3), "<= 3");
+    want(
+        "maxauthtries",
+        &|v| v.parse::<u32>().is_ok_and(|n| n <= 3),
+        "<= 3",
+    );
     bad
 }
 
@@ -65,15 +77,27 @@ pub fn run(host: &Host) -> Check {
     let admin = host.cfg.admin_user.clone().unwrap_or_else(|| "root".into());
     let contexts = [
         ("default".to_string(), None),
-        (format!("user={admin} from {PUBLIC_V4}"), Some(format!("user={admin},host=verify.invalid,addr={PUBLIC_V4}"))),
-        (format!("user={admin} from {TAILNET_V4}"), Some(format!("user={admin},host=verify.invalid,addr={TAILNET_V4}"))),
+        (
+            format!("user={admin} from {PUBLIC_V4}"),
+            Some(format!("user={admin},host=verify.invalid,addr={PUBLIC_V4}")),
+        ),
+        (
+            format!("user={admin} from {TAILNET_V4}"),
+            Some(format!(
+                "user={admin},host=verify.invalid,addr={TAILNET_V4}"
+            )),
+        ),
     ];
     let mut ev = Vec::new();
     let mut failed = false;
     for (label, spec) in &contexts {
         match effective(host, spec.as_deref()) {
             Err(e) => {
-                return Check::inconclusive(ID, vec![e], "run as root where sshd and its host keys are installed");
+                return Check::inconclusive(
+                    ID,
+                    vec![e],
+                    "run as root where sshd and its host keys are installed",
+                );
             }
             Ok(kv) => {
                 let bad = judge(&kv);
@@ -88,7 +112,11 @@ pub fn run(host: &Host) -> Check {
         }
     }
     if failed {
-        Check::fail(ID, ev, "set services.openssh.settings: PasswordAuthentication=false, KbdInteractiveAuthentication=false, PermitRootLogin=\"prohibit-password\", X11Forwarding=false, AllowAgentForwarding=false, MaxAuthTries=3 (check Match blocks too)")
+        Check::fail(
+            ID,
+            ev,
+            "set services.openssh.settings: PasswordAuthentication=false, KbdInteractiveAuthentication=false, PermitRootLogin=\"prohibit-password\", X11Forwarding=false, AllowAgentForwarding=false, MaxAuthTries=3 (check Match blocks too)",
+        )
     } else {
         Check::pass(ID, ev)
     }

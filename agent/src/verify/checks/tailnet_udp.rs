@@ -18,11 +18,20 @@ pub fn run(host: &Host) -> Check {
         Err(e) => return Check::inconclusive(ID, vec![e], "run as root on the host with nftables"),
     };
     let t = public_inbound(host, rs, UDP, &[41641]);
-    let mut ev = vec![format!("tailnet {}; {} probes of udp/41641: {} accepted", crate::verify::config::show(Some(mode)), t.probes, t.accepted.len())];
+    let mut ev = vec![format!(
+        "tailnet {}; {} probes of udp/41641: {} accepted",
+        crate::verify::config::show(Some(mode)),
+        t.probes,
+        t.accepted.len()
+    )];
     let open = !t.accepted.is_empty();
     if !t.inconclusive.is_empty() && (mode == Tailnet::None) != open {
         ev.extend(first_lines(&t.inconclusive, 5));
-        return Check::inconclusive(ID, ev, "the ruleset uses constructs the evaluator does not model");
+        return Check::inconclusive(
+            ID,
+            ev,
+            "the ruleset uses constructs the evaluator does not model",
+        );
     }
     match (mode, open) {
         (Tailnet::Tailscale, true) | (Tailnet::None, false) => {

@@ -27,10 +27,15 @@ pub fn run(host: &Host) -> Check {
     let mut bad = Vec::new();
     let mut unsure = Vec::new();
     for u in &units {
-        match host.runner.run("systemd-analyze", &["security", "--no-pager", "--", u]) {
+        match host
+            .runner
+            .run("systemd-analyze", &["security", "--no-pager", "--", u])
+        {
             Err(e) => unsure.push(e.to_string()),
             Ok(out) => match overall_exposure(&out.stdout) {
-                Some(x) if x <= threshold => ok.push(format!("{u}: exposure {x:.1} <= {threshold:.1}")),
+                Some(x) if x <= threshold => {
+                    ok.push(format!("{u}: exposure {x:.1} <= {threshold:.1}"))
+                }
                 Some(x) => bad.push(format!("{u}: exposure {x:.1} > {threshold:.1}")),
                 None if u == "clf-orchestrator.service" && host.cfg.orchestrator.is_none() => {}
                 None => bad.push(format!("{u}: not assessed: {}", out.stderr.trim())),
@@ -38,7 +43,11 @@ pub fn run(host: &Host) -> Check {
         }
     }
     if !bad.is_empty() {
-        return Check::fail(ID, bad, "add systemd sandboxing (ProtectSystem=strict, PrivateTmp, NoNewPrivileges, RestrictAddressFamilies, SystemCallFilter...) or raise securityThreshold");
+        return Check::fail(
+            ID,
+            bad,
+            "add systemd sandboxing (ProtectSystem=strict, PrivateTmp, NoNewPrivileges, RestrictAddressFamilies, SystemCallFilter...) or raise securityThreshold",
+        );
     }
     if !unsure.is_empty() {
         return Check::inconclusive(ID, unsure, "install systemd-analyze");

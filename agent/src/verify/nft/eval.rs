@@ -88,7 +88,14 @@ pub struct Packet {
 
 impl Packet {
     /// A new TCP connection attempt (SYN) or UDP datagram arriving on `iif`.
-    pub fn inbound(iif: &str, l4proto: u8, saddr: IpAddr, daddr: IpAddr, sport: u16, dport: u16) -> Packet {
+    pub fn inbound(
+        iif: &str,
+        l4proto: u8,
+        saddr: IpAddr,
+        daddr: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Packet {
         Packet {
             path: Path::LocalIn,
             iif: Some(iif.to_string()),
@@ -108,7 +115,14 @@ impl Packet {
     }
 
     /// A new TCP connection attempt (SYN) or UDP datagram sent by this host through `oif`.
-    pub fn outbound(oif: &str, l4proto: u8, saddr: IpAddr, daddr: IpAddr, sport: u16, dport: u16) -> Packet {
+    pub fn outbound(
+        oif: &str,
+        l4proto: u8,
+        saddr: IpAddr,
+        daddr: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Packet {
         Packet {
             path: Path::LocalOut,
             iif: None,
@@ -118,7 +132,11 @@ impl Packet {
     }
 
     pub fn ipver(&self) -> IpVer {
-        if self.saddr.is_ipv4() { IpVer::V4 } else { IpVer::V6 }
+        if self.saddr.is_ipv4() {
+            IpVer::V4
+        } else {
+            IpVer::V6
+        }
     }
 }
 
@@ -127,7 +145,9 @@ impl Packet {
 pub enum Outcome {
     Accept,
     Drop,
-    Reject { tcp_reset: bool },
+    Reject {
+        tcp_reset: bool,
+    },
     /// The model cannot tell; the string names the construct and where it is.
     Inconclusive(String),
 }
@@ -196,7 +216,10 @@ pub fn evaluate(rs: &Ruleset, pkt: &Packet) -> Decision {
             }
         }
     }
-    Decision { outcome: Outcome::Accept, by: last_accept }
+    Decision {
+        outcome: Outcome::Accept,
+        by: last_accept,
+    }
 }
 
 fn run_base_chain(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
@@ -224,15 +247,31 @@ fn run_base_chain(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
         let verdict = match eval_rule(rule, pkt) {
             RuleResult::NoMatch => continue,
             RuleResult::Unknown(what) => {
-                return Decision { outcome: Outcome::Inconclusive(format!("{what} in {}", here())), by: here() };
+                return Decision {
+                    outcome: Outcome::Inconclusive(format!("{what} in {}", here())),
+                    by: here(),
+                };
             }
             RuleResult::Verdict(v) => v,
         };
         match verdict {
-            Verdict::Accept => return Decision { outcome: Outcome::Accept, by: here() },
-            Verdict::Drop => return Decision { outcome: Outcome::Drop, by: here() },
+            Verdict::Accept => {
+                return Decision {
+                    outcome: Outcome::Accept,
+                    by: here(),
+                };
+            }
+            Verdict::Drop => {
+                return Decision {
+                    outcome: Outcome::Drop,
+                    by: here(),
+                };
+            }
             Verdict::Reject { tcp_reset } => {
-                return Decision { outcome: Outcome::Reject { tcp_reset }, by: here() };
+                return Decision {
+                    outcome: Outcome::Reject { tcp_reset },
+                    by: here(),
+                };
             }
             Verdict::Continue => {}
             Verdict::Return => {
@@ -242,13 +281,19 @@ fn run_base_chain(rs: &Ruleset, base: &Chain, pkt: &Packet) -> Decision {
                 let goto = matches!(verdict, Verdict::Goto(_));
                 let Some(target) = rs.chain(chain.family, &chain.table, t) else {
                     return Decision {
-                        outcome: Outcome::Inconclusive(format!("jump to missing chain {t} in {}", here())),
+                        outcome: Outcome::Inconclusive(format!(
+                            "jump to missing chain {t} in {}",
+                            here()
+                        )),
                         by: here(),
                     };
                 };
                 if frames.len() >= MAX_DEPTH {
                     return Decision {
-                        outcome: Outcome::Inconclusive(format!("jump depth over {MAX_DEPTH} at {}", here())),
+                        outcome: Outcome::Inconclusive(format!(
+                            "jump depth over {MAX_DEPTH} at {}",
+                            here()
+                        )),
                         by: here(),
                     };
                 }
@@ -289,7 +334,9 @@ fn eval_rule(rule: &Rule, pkt: &Packet) -> RuleResult {
             Expr::UnknownMatch(w) => {
                 pending.get_or_insert(w.clone());
             }
-            Expr::UnknownStmt(w) => return RuleResult::Unknown(pending.unwrap_or_else(|| w.clone())),
+            Expr::UnknownStmt(w) => {
+                return RuleResult::Unknown(pending.unwrap_or_else(|| w.clone()));
+            }
             Expr::Verdict(v) => {
                 return match pending {
                     Some(w) => RuleResult::Unknown(w),
@@ -302,12 +349,17 @@ fn eval_rule(rule: &Rule, pkt: &Packet) -> RuleResult {
                     FV::Unknown(w) => return RuleResult::Unknown(w),
                     FV::Val(v) => v,
                 };
-                let hit = map.iter().find(|(el, _)| matches!(elem_eq(&value, el, key), Tri::True));
+                let hit = map
+                    .iter()
+                    .find(|(el, _)| matches!(elem_eq(&value, el, key), Tri::True));
                 if let Some(w) = pending {
                     return RuleResult::Unknown(w);
                 }
                 // Unknown element comparisons can only come from names we do not know.
-                if let Some((el, _)) = map.iter().find(|(el, _)| matches!(elem_eq(&value, el, key), Tri::Unknown(_))) {
+                if let Some((el, _)) = map
+                    .iter()
+                    .find(|(el, _)| matches!(elem_eq(&value, el, key), Tri::Unknown(_)))
+                {
                     return RuleResult::Unknown(format!("vmap element {el:?}"));
                 }
                 return match hit {
@@ -348,8 +400,14 @@ fn field_value(f: &Field, p: &Packet) -> FV {
         // The kernel stores "" for a missing device, so `iifname != "x"` matches output packets.
         Field::IifName => FV::Val(Val::Str(p.iif.clone().unwrap_or_default())),
         Field::OifName => FV::Val(Val::Str(p.oif.clone().unwrap_or_default())),
-        Field::Iif => p.iif.clone().map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
-        Field::Oif => p.oif.clone().map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
+        Field::Iif => p
+            .iif
+            .clone()
+            .map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
+        Field::Oif => p
+            .oif
+            .clone()
+            .map_or(FV::NotApplicable, |s| FV::Val(Val::Str(s))),
         Field::L4Proto => FV::Val(Val::Int(p.l4proto.into())),
         Field::NfProto => FV::Val(Val::Int(if p.ipver() == IpVer::V4 { 2 } else { 10 })),
         // Probes are unicast to one of the host's addresses.
@@ -370,14 +428,20 @@ fn field_value(f: &Field, p: &Packet) -> FV {
         Field::CtState => FV::Val(Val::Bits(p.ct_state.bits())),
         Field::FibRpfilter => match (p.path, p.rp_ok) {
             (Path::LocalIn, Some(ok)) => FV::Val(Val::Int(u64::from(ok))),
-            (Path::LocalIn, None) => FV::Unknown("fib reverse-path lookup of loopback traffic".into()),
+            (Path::LocalIn, None) => {
+                FV::Unknown("fib reverse-path lookup of loopback traffic".into())
+            }
             (Path::LocalOut, _) => FV::Unknown("fib on locally generated packets".into()),
         },
         Field::Saddr(v) | Field::Daddr(v) => {
             if p.ipver() != *v {
                 return FV::NotApplicable;
             }
-            FV::Val(Val::Addr(if matches!(f, Field::Saddr(_)) { p.saddr } else { p.daddr }))
+            FV::Val(Val::Addr(if matches!(f, Field::Saddr(_)) {
+                p.saddr
+            } else {
+                p.daddr
+            }))
         }
         Field::IpProto(v) => {
             if p.ipver() != *v {
@@ -392,15 +456,24 @@ fn field_value(f: &Field, p: &Packet) -> FV {
             if !port_proto(*l4) {
                 return FV::NotApplicable;
             }
-            let port = if matches!(f, Field::Sport(_)) { p.sport } else { p.dport };
-            port.map_or(FV::Unknown("port of this packet".into()), |x| FV::Val(Val::Int(x.into())))
+            let port = if matches!(f, Field::Sport(_)) {
+                p.sport
+            } else {
+                p.dport
+            };
+            port.map_or(FV::Unknown("port of this packet".into()), |x| {
+                FV::Val(Val::Int(x.into()))
+            })
         }
         Field::IcmpType(v) => {
             let proto = if *v == IpVer::V4 { ICMP } else { ICMPV6 };
             if p.l4proto != proto || p.ipver() != *v {
                 return FV::NotApplicable;
             }
-            p.icmp_type.map_or(FV::Unknown("icmp type of this packet".into()), |t| FV::Val(Val::Int(t.into())))
+            p.icmp_type
+                .map_or(FV::Unknown("icmp type of this packet".into()), |t| {
+                    FV::Val(Val::Int(t.into()))
+                })
         }
         Field::TcpFlags { mask } => {
             if p.l4proto != TCP {
@@ -492,7 +565,9 @@ fn elem_bits(field: &Field, el: &Elem) -> Option<u64> {
     match el {
         Elem::Int(n) => Some(*n),
         Elem::Str(s) => symbol_value(field, s),
-        Elem::Flags(list) => list.iter().try_fold(0, |acc, s| Some(acc | symbol_value(field, s)?)),
+        Elem::Flags(list) => list
+            .iter()
+            .try_fold(0, |acc, s| Some(acc | symbol_value(field, s)?)),
         _ => None,
     }
 }
@@ -522,7 +597,9 @@ fn elem_eq(v: &Val, el: &Elem, field: &Field) -> Tri {
             (Some(lo), Some(hi)) => b(lo <= *x && *x <= hi),
             _ => unknown(),
         },
-        (Val::Int(x) | Val::Bits(x), _) if matches!(el, Elem::Int(_) | Elem::Str(_) | Elem::Flags(_)) => {
+        (Val::Int(x) | Val::Bits(x), _)
+            if matches!(el, Elem::Int(_) | Elem::Str(_) | Elem::Flags(_)) =>
+        {
             match elem_bits(field, el) {
                 Some(n) => b(*x == n),
                 None => unknown(),
@@ -554,7 +631,9 @@ fn elem_eq(v: &Val, el: &Elem, field: &Field) -> Tri {
             _ => unknown(),
         },
         (Val::Tuple(vs), Elem::Concat(es)) => {
-            let Field::Concat(fs) = field else { return unknown() };
+            let Field::Concat(fs) = field else {
+                return unknown();
+            };
             if vs.len() != es.len() || fs.len() != es.len() {
                 return unknown();
             }

@@ -70,7 +70,11 @@ fn err_packet(first: &Packet, tcp_reset: bool) -> Packet {
     if tcp_reset && first.l4proto == TCP {
         reply(first, TCP, 0x14, CtState::Related)
     } else {
-        let icmp = if first.saddr.is_ipv4() { super::eval::ICMP } else { super::eval::ICMPV6 };
+        let icmp = if first.saddr.is_ipv4() {
+            super::eval::ICMP
+        } else {
+            super::eval::ICMPV6
+        };
         let mut p = reply(first, icmp, 0, CtState::Related);
         // Destination unreachable, in either family.
         p.icmp_type = Some(if first.saddr.is_ipv4() { 3 } else { 1 });
@@ -81,10 +85,23 @@ fn err_packet(first: &Packet, tcp_reset: bool) -> Packet {
 /// Predicts what the client of `probe` sees.
 pub fn predict(rs: &Ruleset, probe: &Probe) -> Seen {
     let first = if probe.inbound {
-        Packet::inbound(&probe.iface, probe.l4proto, probe.peer_addr, probe.host_addr, probe.client_port, probe.server_port)
+        Packet::inbound(
+            &probe.iface,
+            probe.l4proto,
+            probe.peer_addr,
+            probe.host_addr,
+            probe.client_port,
+            probe.server_port,
+        )
     } else {
-        let mut p =
-            Packet::outbound(&probe.iface, probe.l4proto, probe.host_addr, probe.peer_addr, probe.client_port, probe.server_port);
+        let mut p = Packet::outbound(
+            &probe.iface,
+            probe.l4proto,
+            probe.host_addr,
+            probe.peer_addr,
+            probe.client_port,
+            probe.server_port,
+        );
         p.uid = probe.host_uid;
         p.gid = probe.host_uid;
         p
@@ -94,7 +111,11 @@ pub fn predict(rs: &Ruleset, probe: &Probe) -> Seen {
         (Outcome::Inconclusive(w), _) => Seen::Inconclusive(w),
         // Linux TCP over IPv6 does not abort a connect on an ICMPv6 unreachable (measured:
         // the client retransmits until its timeout), so an ICMP reject looks like a drop.
-        (Outcome::Reject { tcp_reset: false }, _) if probe.l4proto == TCP && first.saddr.is_ipv6() => Seen::Silent,
+        (Outcome::Reject { tcp_reset: false }, _)
+            if probe.l4proto == TCP && first.saddr.is_ipv6() =>
+        {
+            Seen::Silent
+        }
         // A dropped local UDP send fails the send call itself (EPERM); a dropped SYN is
         // retransmitted silently by TCP.
         (Outcome::Drop, false) if probe.l4proto == TCP => Seen::Silent,
@@ -116,7 +137,9 @@ pub fn predict(rs: &Ruleset, probe: &Probe) -> Seen {
             back.oif = None;
             back.rp_ok = None;
             match (evaluate(rs, &out).outcome, evaluate(rs, &back).outcome) {
-                (Outcome::Inconclusive(w), _) | (_, Outcome::Inconclusive(w)) => Seen::Inconclusive(w),
+                (Outcome::Inconclusive(w), _) | (_, Outcome::Inconclusive(w)) => {
+                    Seen::Inconclusive(w)
+                }
                 (Outcome::Accept, Outcome::Accept) => Seen::Error,
                 _ => Seen::Silent,
             }

@@ -100,7 +100,10 @@ pub enum Expr {
     /// A terminal or control verdict.
     Verdict(Verdict),
     /// `<key> vmap { value : verdict, ... }`; no entry means the rule does not match.
-    VMap { key: Field, map: Vec<(Elem, Verdict)> },
+    VMap {
+        key: Field,
+        map: Vec<(Elem, Verdict)>,
+    },
     /// counter, log, comment-like statements without effect on the verdict.
     NoOp,
     /// A match-like expression the evaluator cannot decide (limit, quota, unknown field).
@@ -115,7 +118,9 @@ pub enum Verdict {
     Accept,
     Drop,
     /// Reject; `tcp_reset` when it answers with a TCP RST instead of an ICMP error.
-    Reject { tcp_reset: bool },
+    Reject {
+        tcp_reset: bool,
+    },
     Jump(String),
     Goto(String),
     Return,
@@ -169,7 +174,9 @@ pub enum Field {
     /// `icmp type` / `icmpv6 type`.
     IcmpType(IpVer),
     /// `tcp flags`, optionally masked (`tcp flags & (syn|ack)`).
-    TcpFlags { mask: Option<u8> },
+    TcpFlags {
+        mask: Option<u8>,
+    },
     Concat(Vec<Field>),
 }
 
@@ -234,7 +241,10 @@ pub enum ParseError {
     Shape,
     /// A chain or rule object lacks a required key.
     #[error("nft {what} object lacks \"{key}\"")]
-    Missing { what: &'static str, key: &'static str },
+    Missing {
+        what: &'static str,
+        key: &'static str,
+    },
 }
 
 type Sets = HashMap<(Family, String, String), SetDef>;
@@ -247,13 +257,18 @@ enum SetDef {
 }
 
 fn str_key<'a>(o: &'a Json, what: &'static str, key: &'static str) -> Result<&'a str, ParseError> {
-    o.get(key).and_then(Json::as_str).ok_or(ParseError::Missing { what, key })
+    o.get(key)
+        .and_then(Json::as_str)
+        .ok_or(ParseError::Missing { what, key })
 }
 
 /// Parses the output of `nft -j list ruleset`.
 pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
     let doc: Json = serde_json::from_str(text)?;
-    let items = doc.get("nftables").and_then(Json::as_array).ok_or(ParseError::Shape)?;
+    let items = doc
+        .get("nftables")
+        .and_then(Json::as_array)
+        .ok_or(ParseError::Shape)?;
     let mut rs = Ruleset::default();
     let mut sets: Sets = HashMap::new();
     let mut rules: Vec<&Json> = Vec::new();
@@ -276,7 +291,11 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
                 let base = match body.get("hook").and_then(Json::as_str) {
                     None => None,
                     Some(h) => Some(BaseChain {
-                        kind: body.get("type").and_then(Json::as_str).unwrap_or("filter").to_string(),
+                        kind: body
+                            .get("type")
+                            .and_then(Json::as_str)
+                            .unwrap_or("filter")
+                            .to_string(),
                         hook: match h {
                             "prerouting" => Hook::Prerouting,
                             "input" => Hook::Input,
@@ -293,11 +312,21 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
                         },
                     }),
                 };
-                rs.index.insert((family, table.clone(), name.clone()), rs.chains.len());
-                rs.chains.push(Chain { family, table, name, base, rules: Vec::new() });
+                rs.index
+                    .insert((family, table.clone(), name.clone()), rs.chains.len());
+                rs.chains.push(Chain {
+                    family,
+                    table,
+                    name,
+                    base,
+                    rules: Vec::new(),
+                });
             }
             "set" | "map" => {
-                let Some(family) = body.get("family").and_then(Json::as_str).and_then(Family::parse)
+                let Some(family) = body
+                    .get("family")
+                    .and_then(Json::as_str)
+                    .and_then(Family::parse)
                 else {
                     continue;
                 };
@@ -314,7 +343,10 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
                         SetDef::Unknown(format!("data map @{name}"))
                     }
                 } else {
-                    match elems.as_array().map(|a| a.iter().map(parse_elem).collect::<Result<Vec<_>, _>>()) {
+                    match elems
+                        .as_array()
+                        .map(|a| a.iter().map(parse_elem).collect::<Result<Vec<_>, _>>())
+                    {
                         Some(Ok(v)) => SetDef::Set(v),
                         Some(Err(e)) => SetDef::Unknown(format!("set @{name}: {e}")),
                         None => SetDef::Unknown(format!("set @{name} with non-list elements")),
@@ -327,28 +359,52 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
         }
     }
     for body in rules {
-        let Some(family) = body.get("family").and_then(Json::as_str).and_then(Family::parse) else {
+        let Some(family) = body
+            .get("family")
+            .and_then(Json::as_str)
+            .and_then(Family::parse)
+        else {
             continue;
         };
         let table = str_key(body, "rule", "table")?;
         let chain = str_key(body, "rule", "chain")?;
         let handle = body.get("handle").and_then(Json::as_u64).unwrap_or(0);
-        let ctx = Ctx { family, table, sets: &sets };
+        let ctx = Ctx {
+            family,
+            table,
+            sets: &sets,
+        };
         let mut exprs = Vec::new();
-        for e in body.get("expr").and_then(Json::as_array).map(Vec::as_slice).unwrap_or_default() {
+        for e in body
+            .get("expr")
+            .and_then(Json::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             // `reject with icmp ...` / `icmpv6 ...` carries an implicit `meta nfproto`
             // dependency that `nft -j` does not list: the rule only matches that family.
-            let implied = match e.get("reject").and_then(|r| r.get("type")).and_then(Json::as_str) {
+            let implied = match e
+                .get("reject")
+                .and_then(|r| r.get("type"))
+                .and_then(Json::as_str)
+            {
                 Some("icmp") => Some(2),
                 Some("icmpv6") => Some(10),
                 _ => None,
             };
             if let Some(nfproto) = implied {
-                exprs.push(Expr::Match(Match { left: Field::NfProto, op: Op::Eq, right: vec![Elem::Int(nfproto)] }));
+                exprs.push(Expr::Match(Match {
+                    left: Field::NfProto,
+                    op: Op::Eq,
+                    right: vec![Elem::Int(nfproto)],
+                }));
             }
             exprs.push(ctx.expr(e));
         }
-        if let Some(&i) = rs.index.get(&(family, table.to_string(), chain.to_string())) {
+        if let Some(&i) = rs
+            .index
+            .get(&(family, table.to_string(), chain.to_string()))
+        {
             rs.chains[i].rules.push(Rule { handle, exprs });
         }
     }
@@ -363,7 +419,11 @@ struct Ctx<'a> {
 
 fn short(j: &Json) -> String {
     let s = j.to_string();
-    if s.len() > 120 { format!("{}…", &s[..s.floor_char_boundary(120)]) } else { s }
+    if s.len() > 120 {
+        format!("{}…", &s[..s.floor_char_boundary(120)])
+    } else {
+        s
+    }
 }
 
 impl Ctx<'_> {
@@ -386,7 +446,10 @@ impl Ctx<'_> {
                 };
                 let data = &body["data"];
                 let map = if let Some(name) = data.as_str().and_then(|s| s.strip_prefix('@')) {
-                    match self.sets.get(&(self.family, self.table.to_string(), name.to_string())) {
+                    match self
+                        .sets
+                        .get(&(self.family, self.table.to_string(), name.to_string()))
+                    {
                         Some(SetDef::Map(m)) => Ok(m.clone()),
                         Some(SetDef::Unknown(why)) => Err(why.clone()),
                         _ => Err(format!("unknown verdict map @{name}")),
@@ -423,7 +486,10 @@ impl Ctx<'_> {
         };
         let right = &body["right"];
         let elems = if let Some(name) = right.as_str().and_then(|s| s.strip_prefix('@')) {
-            match self.sets.get(&(self.family, self.table.to_string(), name.to_string())) {
+            match self
+                .sets
+                .get(&(self.family, self.table.to_string(), name.to_string()))
+            {
                 Some(SetDef::Set(v)) => Ok(v.clone()),
                 Some(SetDef::Unknown(why)) => Err(why.clone()),
                 Some(SetDef::Map(_)) => Err(format!("map @{name} used as a set")),
@@ -496,7 +562,11 @@ fn parse_field(j: &Json) -> Result<Field, String> {
                 && flags.contains(&"saddr")
                 && flags.contains(&"iif")
                 && flags.iter().all(|f| matches!(*f, "saddr" | "iif" | "mark"));
-            if is_rp { Ok(Field::FibRpfilter) } else { Err(unknown()) }
+            if is_rp {
+                Ok(Field::FibRpfilter)
+            } else {
+                Err(unknown())
+            }
         }
         "&" => {
             let arr = body.as_array().ok_or_else(unknown)?;
@@ -509,7 +579,9 @@ fn parse_field(j: &Json) -> Result<Field, String> {
         }
         "concat" => {
             let arr = body.as_array().ok_or_else(unknown)?;
-            Ok(Field::Concat(arr.iter().map(parse_field).collect::<Result<_, _>>()?))
+            Ok(Field::Concat(
+                arr.iter().map(parse_field).collect::<Result<_, _>>()?,
+            ))
         }
         _ => Err(unknown()),
     }
@@ -534,14 +606,19 @@ fn tcp_flag_bits(j: &Json) -> Option<u8> {
     match j {
         Json::String(s) => tcp_flag_bit(s),
         Json::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
-        Json::Array(a) => a.iter().try_fold(0u8, |acc, x| Some(acc | tcp_flag_bits(x)?)),
+        Json::Array(a) => a
+            .iter()
+            .try_fold(0u8, |acc, x| Some(acc | tcp_flag_bits(x)?)),
         _ => None,
     }
 }
 
 fn parse_elem(j: &Json) -> Result<Elem, String> {
     match j {
-        Json::Number(n) => n.as_u64().map(Elem::Int).ok_or_else(|| format!("number {n}")),
+        Json::Number(n) => n
+            .as_u64()
+            .map(Elem::Int)
+            .ok_or_else(|| format!("number {n}")),
         Json::Bool(b) => Ok(Elem::Int(u64::from(*b))),
         Json::String(s) => Ok(match s.parse::<IpAddr>() {
             Ok(a) => Elem::Addr(a),
@@ -549,27 +626,45 @@ fn parse_elem(j: &Json) -> Result<Elem, String> {
         }),
         Json::Array(a) => Ok(Elem::Flags(
             a.iter()
-                .map(|x| x.as_str().map(str::to_string).ok_or_else(|| format!("flag list {}", short(j))))
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("flag list {}", short(j)))
+                })
                 .collect::<Result<_, _>>()?,
         )),
         Json::Object(o) => {
             let (k, v) = o.iter().next().ok_or_else(|| "empty object".to_string())?;
             match k.as_str() {
                 "prefix" => {
-                    let addr = v.get("addr").and_then(Json::as_str).and_then(|s| s.parse().ok());
-                    let len = v.get("len").and_then(Json::as_u64).and_then(|l| u8::try_from(l).ok());
+                    let addr = v
+                        .get("addr")
+                        .and_then(Json::as_str)
+                        .and_then(|s| s.parse().ok());
+                    let len = v
+                        .get("len")
+                        .and_then(Json::as_u64)
+                        .and_then(|l| u8::try_from(l).ok());
                     match (addr, len) {
                         (Some(a), Some(l)) => Ok(Elem::Prefix(a, l)),
                         _ => Err(format!("prefix {}", short(v))),
                     }
                 }
                 "range" => {
-                    let arr = v.as_array().filter(|a| a.len() == 2).ok_or_else(|| format!("range {}", short(v)))?;
-                    Ok(Elem::Range(Box::new(parse_elem(&arr[0])?), Box::new(parse_elem(&arr[1])?)))
+                    let arr = v
+                        .as_array()
+                        .filter(|a| a.len() == 2)
+                        .ok_or_else(|| format!("range {}", short(v)))?;
+                    Ok(Elem::Range(
+                        Box::new(parse_elem(&arr[0])?),
+                        Box::new(parse_elem(&arr[1])?),
+                    ))
                 }
                 "concat" => {
                     let arr = v.as_array().ok_or_else(|| format!("concat {}", short(v)))?;
-                    Ok(Elem::Concat(arr.iter().map(parse_elem).collect::<Result<_, _>>()?))
+                    Ok(Elem::Concat(
+                        arr.iter().map(parse_elem).collect::<Result<_, _>>()?,
+                    ))
                 }
                 // Set elements with per-element options (timeout, counter, comment).
                 "elem" => parse_elem(&v["val"]),
@@ -606,10 +701,15 @@ fn parse_verdict(j: &Json) -> Result<Verdict, String> {
 }
 
 fn parse_vmap_elems(j: &Json) -> Result<Vec<(Elem, Verdict)>, String> {
-    let arr = j.as_array().ok_or_else(|| format!("vmap data {}", short(j)))?;
+    let arr = j
+        .as_array()
+        .ok_or_else(|| format!("vmap data {}", short(j)))?;
     arr.iter()
         .map(|pair| {
-            let p = pair.as_array().filter(|p| p.len() == 2).ok_or_else(|| format!("vmap entry {}", short(pair)))?;
+            let p = pair
+                .as_array()
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| format!("vmap entry {}", short(pair)))?;
             Ok((parse_elem(&p[0])?, parse_verdict(&p[1])?))
         })
         .collect()

@@ -13,11 +13,20 @@ fn doc(rules: &str) -> String {
 }
 
 fn rule(chain: &str, handle: u64, exprs: &str) -> String {
-    format!(r#"{{"rule":{{"family":"inet","table":"f","chain":"{chain}","handle":{handle},"expr":[{exprs}]}}}}"#)
+    format!(
+        r#"{{"rule":{{"family":"inet","table":"f","chain":"{chain}","handle":{handle},"expr":[{exprs}]}}}}"#
+    )
 }
 
 fn syn(iif: &str, port: u16) -> Packet {
-    Packet::inbound(iif, TCP, "198.51.100.1".parse().unwrap(), "203.0.113.1".parse().unwrap(), 40000, port)
+    Packet::inbound(
+        iif,
+        TCP,
+        "198.51.100.1".parse().unwrap(),
+        "203.0.113.1".parse().unwrap(),
+        40000,
+        port,
+    )
 }
 
 #[test]
@@ -34,8 +43,14 @@ fn tailnet_only_ssh_is_accepted_only_on_tailscale0() {
     ]
     .join(","));
     let rs = parse(&d).unwrap();
-    assert_eq!(evaluate(&rs, &syn("tailscale0", 22)).outcome, Outcome::Accept);
-    assert_eq!(evaluate(&rs, &syn("tailscale0", 8050)).outcome, Outcome::Accept);
+    assert_eq!(
+        evaluate(&rs, &syn("tailscale0", 22)).outcome,
+        Outcome::Accept
+    );
+    assert_eq!(
+        evaluate(&rs, &syn("tailscale0", 8050)).outcome,
+        Outcome::Accept
+    );
     assert_eq!(evaluate(&rs, &syn("eth0", 22)).outcome, Outcome::Drop);
     let d = evaluate(&rs, &syn("eth0", 22));
     assert!(d.by.contains("policy"), "{}", d.by);
@@ -53,7 +68,14 @@ fn unknown_construct_is_inconclusive_only_when_reached() {
         Outcome::Inconclusive(w) => assert!(w.contains("osf"), "{w}"),
         o => panic!("expected inconclusive, got {o:?}"),
     }
-    let udp = Packet::inbound("eth0", UDP, "198.51.100.1".parse().unwrap(), "203.0.113.1".parse().unwrap(), 1, 53);
+    let udp = Packet::inbound(
+        "eth0",
+        UDP,
+        "198.51.100.1".parse().unwrap(),
+        "203.0.113.1".parse().unwrap(),
+        1,
+        53,
+    );
     match evaluate(&rs, &udp).outcome {
         Outcome::Inconclusive(w) => assert!(w.contains("mangle"), "{w}"),
         o => panic!("expected inconclusive, got {o:?}"),
@@ -69,7 +91,14 @@ fn implicit_protocol_dependency_makes_not_equal_false() {
     ]
     .join(","));
     let rs = parse(&d).unwrap();
-    let udp = Packet::inbound("eth0", UDP, "198.51.100.1".parse().unwrap(), "203.0.113.1".parse().unwrap(), 1, 53);
+    let udp = Packet::inbound(
+        "eth0",
+        UDP,
+        "198.51.100.1".parse().unwrap(),
+        "203.0.113.1".parse().unwrap(),
+        1,
+        53,
+    );
     assert_eq!(evaluate(&rs, &udp).outcome, Outcome::Accept);
     assert_eq!(evaluate(&rs, &syn("eth0", 80)).outcome, Outcome::Drop);
 }

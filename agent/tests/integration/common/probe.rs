@@ -21,7 +21,13 @@ pub fn in_ns<T>(ns: &Netns, f: impl FnOnce() -> T) -> T {
     let target = File::open(format!("/run/netns/{}", ns.name)).expect("open target netns");
     // SAFETY: setns on valid namespace fds only changes this thread's network namespace.
     let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns into {}: {}", ns.name, std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "setns into {}: {}",
+        ns.name,
+        std::io::Error::last_os_error()
+    );
     let r = f();
     // SAFETY: as above, back to the namespace the thread started in.
     let rc = unsafe { libc::setns(orig.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -62,8 +68,14 @@ impl Listeners {
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let (stop2, seen2) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
-            let mut fds: Vec<libc::pollfd> =
-                socks.iter().map(|(_, s)| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+            let mut fds: Vec<libc::pollfd> = socks
+                .iter()
+                .map(|(_, s)| libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
             while !stop2.load(Ordering::Relaxed) {
                 // SAFETY: fds is a valid array of pollfd for its length.
@@ -84,15 +96,25 @@ impl Listeners {
                         while let Ok(n) = s.recv(&mut buf) {
                             if n >= 8 {
                                 // SAFETY: recv initialised the first n bytes.
-                                let b: Vec<u8> = buf[..8].iter().map(|x| unsafe { x.assume_init() }).collect();
-                                seen2.lock().unwrap().insert(u64::from_be_bytes(b.try_into().unwrap()));
+                                let b: Vec<u8> = buf[..8]
+                                    .iter()
+                                    .map(|x| unsafe { x.assume_init() })
+                                    .collect();
+                                seen2
+                                    .lock()
+                                    .unwrap()
+                                    .insert(u64::from_be_bytes(b.try_into().unwrap()));
                             }
                         }
                     }
                 }
             }
         });
-        Listeners { stop, udp_seen: seen, thread: Some(thread) }
+        Listeners {
+            stop,
+            udp_seen: seen,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -128,7 +150,11 @@ pub struct InFlight {
 /// Starts a TCP connect or UDP send from `src` (port chosen by the kernel) to `dst`, with the
 /// socket created inside `ns`.
 pub fn start(ns: &Netns, tcp: bool, src: IpAddr, dst: SocketAddr, id: u64) -> InFlight {
-    let domain = if src.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if src.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let sock = in_ns(ns, || {
         if tcp {
             Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
@@ -138,9 +164,16 @@ pub fn start(ns: &Netns, tcp: bool, src: IpAddr, dst: SocketAddr, id: u64) -> In
     })
     .expect("probe socket");
     sock.set_nonblocking(true).unwrap();
-    sock.bind(&SocketAddr::new(src, 0).into()).expect("bind probe source");
+    sock.bind(&SocketAddr::new(src, 0).into())
+        .expect("bind probe source");
     let client_port = sock.local_addr().unwrap().as_socket().unwrap().port();
-    let mut f = InFlight { sock: None, tcp, id, client_port, immediate: None };
+    let mut f = InFlight {
+        sock: None,
+        tcp,
+        id,
+        client_port,
+        immediate: None,
+    };
     let r = sock.connect(&SockAddr::from(dst));
     match r {
         Ok(()) if tcp => f.immediate = Some(Observed::Open),
@@ -157,13 +190,20 @@ pub fn start(ns: &Netns, tcp: bool, src: IpAddr, dst: SocketAddr, id: u64) -> In
 
 /// Waits for all probes (until `timeout`) and classifies them. `udp_seen` are the ids the
 /// remote listeners recorded.
-pub fn finish(probes: &mut [InFlight], udp_seen: &[&Mutex<HashSet<u64>>], timeout: Duration) -> Vec<Observed> {
+pub fn finish(
+    probes: &mut [InFlight],
+    udp_seen: &[&Mutex<HashSet<u64>>],
+    timeout: Duration,
+) -> Vec<Observed> {
     let deadline = Instant::now() + timeout;
     let mut result: Vec<Option<Observed>> = probes.iter().map(|p| p.immediate).collect();
     loop {
         // UDP datagrams that arrived.
         for (i, p) in probes.iter().enumerate() {
-            if result[i].is_none() && !p.tcp && udp_seen.iter().any(|s| s.lock().unwrap().contains(&p.id)) {
+            if result[i].is_none()
+                && !p.tcp
+                && udp_seen.iter().any(|s| s.lock().unwrap().contains(&p.id))
+            {
                 result[i] = Some(Observed::Open);
             }
         }
@@ -176,7 +216,11 @@ pub fn finish(probes: &mut [InFlight], udp_seen: &[&Mutex<HashSet<u64>>], timeou
             .iter()
             .map(|&i| libc::pollfd {
                 fd: probes[i].sock.as_ref().unwrap().as_raw_fd(),
-                events: if probes[i].tcp { libc::POLLOUT } else { libc::POLLERR },
+                events: if probes[i].tcp {
+                    libc::POLLOUT
+                } else {
+                    libc::POLLERR
+                },
                 revents: 0,
             })
             .collect();
@@ -197,9 +241,15 @@ pub fn finish(probes: &mut [InFlight], udp_seen: &[&Mutex<HashSet<u64>>], timeou
     }
     // Last look at UDP deliveries that raced the deadline.
     for (i, p) in probes.iter().enumerate() {
-        if result[i].is_none() && !p.tcp && udp_seen.iter().any(|s| s.lock().unwrap().contains(&p.id)) {
+        if result[i].is_none()
+            && !p.tcp
+            && udp_seen.iter().any(|s| s.lock().unwrap().contains(&p.id))
+        {
             result[i] = Some(Observed::Open);
         }
     }
-    result.into_iter().map(|r| r.unwrap_or(Observed::Silent)).collect()
+    result
+        .into_iter()
+        .map(|r| r.unwrap_or(Observed::Silent))
+        .collect()
 }

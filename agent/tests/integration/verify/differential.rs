@@ -26,8 +26,16 @@ struct Iface {
 }
 
 const IFACES: [Iface; 2] = [
-    Iface { name: "eth0", host: ["203.0.113.1", "2001:db8:1::1"], peer: ["203.0.113.2", "2001:db8:1::2"] },
-    Iface { name: "tailscale0", host: ["100.64.0.1", "fd7a:115c:a1e0::1"], peer: ["100.64.0.2", "fd7a:115c:a1e0::2"] },
+    Iface {
+        name: "eth0",
+        host: ["203.0.113.1", "2001:db8:1::1"],
+        peer: ["203.0.113.2", "2001:db8:1::2"],
+    },
+    Iface {
+        name: "tailscale0",
+        host: ["100.64.0.1", "fd7a:115c:a1e0::1"],
+        peer: ["100.64.0.2", "fd7a:115c:a1e0::2"],
+    },
 ];
 
 /// A target namespace (rulesets go here) wired to a peer namespace by two veth pairs.
@@ -45,12 +53,38 @@ impl Lab {
         let peer = Netns::create("vp");
         for (k, i) in IFACES.iter().enumerate() {
             let peer_if = format!("p{k}");
-            netns::link(&target, i.name, &format!("{}/24", i.host[0]), &peer, &peer_if, &format!("{}/24", i.peer[0]));
-            let (hmac, pmac) = (format!("02:00:00:00:0{k}:01"), format!("02:00:00:00:0{k}:02"));
+            netns::link(
+                &target,
+                i.name,
+                &format!("{}/24", i.host[0]),
+                &peer,
+                &peer_if,
+                &format!("{}/24", i.peer[0]),
+            );
+            let (hmac, pmac) = (
+                format!("02:00:00:00:0{k}:01"),
+                format!("02:00:00:00:0{k}:02"),
+            );
             target.ip(&["link", "set", i.name, "address", &hmac]);
             peer.ip(&["link", "set", &peer_if, "address", &pmac]);
-            target.ip(&["-6", "addr", "add", &format!("{}/64", i.host[1]), "dev", i.name, "nodad"]);
-            peer.ip(&["-6", "addr", "add", &format!("{}/64", i.peer[1]), "dev", &peer_if, "nodad"]);
+            target.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", i.host[1]),
+                "dev",
+                i.name,
+                "nodad",
+            ]);
+            peer.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", i.peer[1]),
+                "dev",
+                &peer_if,
+                "nodad",
+            ]);
             // Static neighbours: rulesets that drop ICMPv6 or ARP-less paths must not break
             // delivery for reasons the evaluator does not model (neighbour discovery).
             for (ns, dev, addr, mac) in [
@@ -59,7 +93,17 @@ impl Lab {
                 (&target, i.name, i.peer[0], &pmac),
                 (&peer, peer_if.as_str(), i.host[0], &hmac),
             ] {
-                ns.ip(&["neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"]);
+                ns.ip(&[
+                    "neigh",
+                    "replace",
+                    addr,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    dev,
+                    "nud",
+                    "permanent",
+                ]);
             }
         }
         // ICMP error rate limits are runtime state, not ruleset semantics: switch them off so
@@ -76,7 +120,13 @@ impl Lab {
         let tl = Listeners::start(&target, PORTS);
         let pl = Listeners::start(&peer, PORTS);
         let target_seen = tl.udp_seen.clone();
-        Lab { target, peer, _target_listen: tl, peer_listen: pl, target_seen }
+        Lab {
+            target,
+            peer,
+            _target_listen: tl,
+            peer_listen: pl,
+            target_seen,
+        }
     }
 
     /// Loads `text` and returns the ruleset as the kernel lists it.
@@ -135,7 +185,11 @@ fn compare(lab: &Lab, name: &str, text: &str, json: &str, stats: &Stats) {
             }
         }
     }
-    let seen = probe::finish(&mut flights, &[&lab.target_seen, &lab.peer_listen.udp_seen], TIMEOUT);
+    let seen = probe::finish(
+        &mut flights,
+        &[&lab.target_seen, &lab.peer_listen.udp_seen],
+        TIMEOUT,
+    );
     stats.rulesets.fetch_add(1, Ordering::Relaxed);
     for (p, obs) in meta.iter().zip(seen) {
         let want = flow::predict(&rs, p);
@@ -147,28 +201,55 @@ fn compare(lab: &Lab, name: &str, text: &str, json: &str, stats: &Stats) {
             Seen::OpenOrError => Observed::Open,
             Seen::Inconclusive(why) => {
                 if stats.inconclusive.fetch_add(1, Ordering::Relaxed) < 3 {
-                    eprintln!("{name}: inconclusive probe ({} port {}): {why}", p.iface, p.server_port);
+                    eprintln!(
+                        "{name}: inconclusive probe ({} port {}): {why}",
+                        p.iface, p.server_port
+                    );
                 }
                 continue;
             }
         };
         stats.probes.fetch_add(1, Ordering::Relaxed);
         if expected != obs {
-            let d = nft::evaluate(&rs, &if p.inbound {
-                nft::Packet::inbound(&p.iface, p.l4proto, p.peer_addr, p.host_addr, p.client_port, p.server_port)
-            } else {
-                nft::Packet::outbound(&p.iface, p.l4proto, p.host_addr, p.peer_addr, p.client_port, p.server_port)
-            });
+            let d = nft::evaluate(
+                &rs,
+                &if p.inbound {
+                    nft::Packet::inbound(
+                        &p.iface,
+                        p.l4proto,
+                        p.peer_addr,
+                        p.host_addr,
+                        p.client_port,
+                        p.server_port,
+                    )
+                } else {
+                    nft::Packet::outbound(
+                        &p.iface,
+                        p.l4proto,
+                        p.host_addr,
+                        p.peer_addr,
+                        p.client_port,
+                        p.server_port,
+                    )
+                },
+            );
             let cat = format!(
                 "CATEGORY {} {} v{} first={:?} evaluator={want:?} kernel={obs:?}",
                 if p.inbound { "in" } else { "out" },
-                if p.l4proto == nft::eval::TCP { "tcp" } else { "udp" },
+                if p.l4proto == nft::eval::TCP {
+                    "tcp"
+                } else {
+                    "udp"
+                },
                 if p.host_addr.is_ipv4() { 4 } else { 6 },
                 d.outcome
             );
             if let Ok(dir) = std::env::var("CLF_DIFF_DUMP") {
                 let f = format!("{dir}/{}.txt", name.replace('/', "_"));
-                let _ = std::fs::write(&f, format!("{cat} port {} iface {}\n{text}", p.server_port, p.iface));
+                let _ = std::fs::write(
+                    &f,
+                    format!("{cat} port {} iface {}\n{text}", p.server_port, p.iface),
+                );
             }
             stats.mismatches.lock().unwrap().push(format!(
                 "{name}: {} {} port {} via {} {}: evaluator {want:?}, kernel {obs:?}\n--- ruleset ---\n{text}",
@@ -191,7 +272,9 @@ fn run_all(cases: Vec<(String, String)>, workers: usize) -> Stats {
                 let lab = Lab::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((name, text)) = cases.get(i) else { break };
+                    let Some((name, text)) = cases.get(i) else {
+                        break;
+                    };
                     match lab.load(text) {
                         Ok(json) => compare(&lab, name, text, &json, &stats),
                         Err(e) => {
@@ -222,10 +305,24 @@ fn report(label: &str, st: &Stats, started: Instant) {
     }
     let mut cats: std::collections::BTreeMap<String, usize> = Default::default();
     for m in mism.iter() {
-        *cats.entry(m.split(": ").nth(1).unwrap_or("").split(" port").next().unwrap_or("").to_string()).or_default() += 1;
+        *cats
+            .entry(
+                m.split(": ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .split(" port")
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+            .or_default() += 1;
     }
     eprintln!("mismatch kinds: {cats:?}");
-    assert!(mism.is_empty(), "{} evaluator/kernel mismatches (first ones above)", mism.len());
+    assert!(
+        mism.is_empty(),
+        "{} evaluator/kernel mismatches (first ones above)",
+        mism.len()
+    );
 }
 
 #[test]
@@ -248,7 +345,11 @@ fn nixos_shaped_firewalls_match_the_kernel() {
         }
     }
     let st = run_all(cases, 4);
-    assert_eq!(st.load_errors.load(Ordering::Relaxed), 0, "every NixOS-shaped ruleset must load");
+    assert_eq!(
+        st.load_errors.load(Ordering::Relaxed),
+        0,
+        "every NixOS-shaped ruleset must load"
+    );
     report("nixos-shaped", &st, started);
     assert!(st.rulesets.load(Ordering::Relaxed) >= 48);
 }
@@ -259,15 +360,26 @@ fn random_rulesets_match_the_kernel() {
         return;
     }
     let started = Instant::now();
-    let seed: u64 = std::env::var("CLF_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_c1f);
-    let n: usize = std::env::var("CLF_DIFF_RULESETS").ok().and_then(|s| s.parse().ok()).unwrap_or(220);
+    let seed: u64 = std::env::var("CLF_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_c1f);
+    let n: usize = std::env::var("CLF_DIFF_RULESETS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(220);
     eprintln!("random rulesets: seed {seed} (CLF_DIFF_SEED), count {n} (CLF_DIFF_RULESETS)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let cases: Vec<(String, String)> = (0..n).map(|i| (format!("random/{seed}/{i}"), rulesets::random(&mut rng))).collect();
+    let cases: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("random/{seed}/{i}"), rulesets::random(&mut rng)))
+        .collect();
     let st = run_all(cases, 6);
     report("random", &st, started);
     let loaded = st.rulesets.load(Ordering::Relaxed);
-    assert!(loaded >= 200, "only {loaded} random rulesets loaded (generator produces invalid ones?)");
+    assert!(
+        loaded >= 200,
+        "only {loaded} random rulesets loaded (generator produces invalid ones?)"
+    );
     // The comparison is only meaningful if most predictions were conclusive.
     assert!(st.inconclusive.load(Ordering::Relaxed) * 10 < st.probes.load(Ordering::Relaxed));
 }

@@ -17,15 +17,26 @@ fn verify(root: &Path, args: &[&str]) -> (i32, Value) {
     let home = root.join("home");
     std::fs::create_dir_all(&home).unwrap();
     let mut cmd = common::clawdlets(&home);
-    cmd.args(["verify", "--json", "--root"]).arg(root).args(args);
+    cmd.args(["verify", "--json", "--root"])
+        .arg(root)
+        .args(args);
     let out = common::run(&mut cmd);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("verify --json output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --json output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     (out.status.code().unwrap_or(-1), v)
 }
 
 fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("no {id} in {report}"))
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {report}"))
 }
 
 fn status(report: &Value, id: &str) -> String {
@@ -51,18 +62,28 @@ fn copy_accounts(root: &Path) {
 
 fn sandbox() -> tempfile::TempDir {
     // Under the target dir (a disk filesystem), not /tmp: "on disk" must mean on disk.
-    tempfile::Builder::new().prefix("verify-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    tempfile::Builder::new()
+        .prefix("verify-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
 }
 
 #[test]
 fn sshd_effective_config_good_and_bad() {
-    if !require_root("sshd_effective_config_good_and_bad") || !require_tool("sshd_effective_config_good_and_bad", "sshd") {
+    if !require_root("sshd_effective_config_good_and_bad")
+        || !require_tool("sshd_effective_config_good_and_bad", "sshd")
+    {
         return;
     }
     std::fs::create_dir_all("/run/sshd").unwrap();
     let root = sandbox();
     let key = root.path().join("hostkey");
-    common::run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", ""]).arg("-f").arg(&key));
+    common::run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-f")
+            .arg(&key),
+    );
     let good = format!(
         "HostKey {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
          PubkeyAuthentication yes\nX11Forwarding no\nAllowAgentForwarding no\nMaxAuthTries 3\n",
@@ -75,16 +96,28 @@ fn sshd_effective_config_good_and_bad() {
     assert_eq!(code, 0);
 
     // A Match block that re-enables passwords for public addresses only.
-    write(&cfg, &format!("{good}Match Address 198.51.100.0/24\n  PasswordAuthentication yes\n"));
+    write(
+        &cfg,
+        &format!("{good}Match Address 198.51.100.0/24\n  PasswordAuthentication yes\n"),
+    );
     let (code, r) = verify(root.path(), &["--only", "sshd.config"]);
     assert_eq!(status(&r, "sshd.config"), "fail", "{r}");
     let ev = evidence(&r, "sshd.config");
-    assert!(ev.contains("from 198.51.100.23: passwordauthentication yes"), "{ev}");
+    assert!(
+        ev.contains("from 198.51.100.23: passwordauthentication yes"),
+        "{ev}"
+    );
     assert!(ev.contains("default: password/kbd-interactive off"), "{ev}");
     assert_eq!(code, 1);
 
     // Plain bad settings.
-    write(&cfg, &good.replace("X11Forwarding no", "X11Forwarding yes").replace("MaxAuthTries 3", "MaxAuthTries 6").replace("PermitRootLogin prohibit-password", "PermitRootLogin yes"));
+    write(
+        &cfg,
+        &good
+            .replace("X11Forwarding no", "X11Forwarding yes")
+            .replace("MaxAuthTries 3", "MaxAuthTries 6")
+            .replace("PermitRootLogin prohibit-password", "PermitRootLogin yes"),
+    );
     let (_, r) = verify(root.path(), &["--only", "sshd.config"]);
     let ev = evidence(&r, "sshd.config");
     assert_eq!(status(&r, "sshd.config"), "fail");
@@ -116,14 +149,24 @@ fn secrets_fixture(fs: Option<(&str, &str)>) -> SecretsFixture {
     let mp = root.path().join("run/secrets.d");
     std::fs::create_dir_all(&mp).unwrap();
     if let Some((fstype, opts)) = fs {
-        common::run_ok(Command::new("mount").args(["-t", fstype, "-o", opts, "none"]).arg(&mp));
+        common::run_ok(
+            Command::new("mount")
+                .args(["-t", fstype, "-o", opts, "none"])
+                .arg(&mp),
+        );
     }
     let generation = mp.join("1");
     std::fs::create_dir_all(&generation).unwrap();
     std::fs::set_permissions(&generation, std::fs::Permissions::from_mode(0o751)).unwrap();
     symlink("/run/secrets.d/1", root.path().join("run/secrets")).unwrap();
     for (name, owner, grp, mode, value) in [
-        ("discord_token", bot.uid, bot.gid, 0o400, "dt-8f1e3c9a77b24c0e9d51"),
+        (
+            "discord_token",
+            bot.uid,
+            bot.gid,
+            0o400,
+            "dt-8f1e3c9a77b24c0e9d51",
+        ),
         ("shared_cfg", 0, group.gid, 0o440, "shared-41f0c2a9b8e3d7"),
         ("public_note", 0, 0, 0o444, "not-secret-but-declared"),
     ] {
@@ -141,9 +184,20 @@ fn secrets_fixture(fs: Option<(&str, &str)>) -> SecretsFixture {
         "templates": [], "secretsMountPoint": "/run/secrets.d", "symlinkPath": "/run/secrets", "keepGenerations": 1,
         "ageKeyFile": "/var/lib/sops-nix/key.txt", "useTmpfs": false, "userMode": false
     });
-    write(&root.path().join("etc/clawdlets/manifest.json"), &manifest.to_string());
-    write(&root.path().join("etc/clawdlets/verify.json"), r#"{"secretsManifest": "/etc/clawdlets/manifest.json"}"#);
-    SecretsFixture { root, mp, bot, group }
+    write(
+        &root.path().join("etc/clawdlets/manifest.json"),
+        &manifest.to_string(),
+    );
+    write(
+        &root.path().join("etc/clawdlets/verify.json"),
+        r#"{"secretsManifest": "/etc/clawdlets/manifest.json"}"#,
+    );
+    SecretsFixture {
+        root,
+        mp,
+        bot,
+        group,
+    }
 }
 
 #[test]
@@ -164,7 +218,10 @@ fn secrets_mount_on_ramfs_passes_and_each_violation_is_detected() {
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o404)).unwrap();
     let (code, r) = verify(root, &["--only", "secrets.mount"]);
     assert_eq!(status(&r, "secrets.mount"), "fail");
-    assert!(evidence(&r, "secrets.mount").contains("discord_token is world-readable"), "{r}");
+    assert!(
+        evidence(&r, "secrets.mount").contains("discord_token is world-readable"),
+        "{r}"
+    );
     assert_eq!(code, 1);
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o400)).unwrap();
 
@@ -178,16 +235,26 @@ fn secrets_mount_on_ramfs_passes_and_each_violation_is_detected() {
 
     // A stray world-readable file nobody declared.
     std::fs::write(fx.mp.join("1/leftover"), "x").unwrap();
-    std::fs::set_permissions(fx.mp.join("1/leftover"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        fx.mp.join("1/leftover"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let (_, r) = verify(root, &["--only", "secrets.mount"]);
-    assert!(evidence(&r, "secrets.mount").contains("/run/secrets.d/1/leftover is world-readable"), "{r}");
+    assert!(
+        evidence(&r, "secrets.mount").contains("/run/secrets.d/1/leftover is world-readable"),
+        "{r}"
+    );
     std::fs::remove_file(fx.mp.join("1/leftover")).unwrap();
 
     // The symlink pointing elsewhere.
     std::fs::remove_file(root.join("run/secrets")).unwrap();
     symlink("/var/lib/elsewhere", root.join("run/secrets")).unwrap();
     let (_, r) = verify(root, &["--only", "secrets.mount"]);
-    assert!(evidence(&r, "secrets.mount").contains("points outside /run/secrets.d"), "{r}");
+    assert!(
+        evidence(&r, "secrets.mount").contains("points outside /run/secrets.d"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -201,7 +268,10 @@ fn secrets_on_disk_or_weak_tmpfs_fail() {
     let ev = evidence(&r, "secrets.mount");
     assert_eq!(status(&r, "secrets.mount"), "fail", "{r}");
     assert!(ev.contains("secrets are on persistent storage"), "{ev}");
-    assert!(ev.contains("discord_token is on ext4 (on disk)") || ev.contains("(on disk)"), "{ev}");
+    assert!(
+        ev.contains("discord_token is on ext4 (on disk)") || ev.contains("(on disk)"),
+        "{ev}"
+    );
     assert!(ev.contains("is not a mount point"), "{ev}");
     assert_eq!(code, 1);
 
@@ -220,22 +290,46 @@ fn secret_value_in_store_closure_is_found_but_never_printed() {
     }
     let fx = secrets_fixture(Some(("ramfs", "nodev,nosuid,noexec,mode=0751")));
     let root = fx.root.path();
-    write(&root.join("nix/store/aaaa-unit/etc/bot.service"), "[Service]\nExecStart=/bin/bot\n");
-    write(&root.join("nix/store/bbbb-etc/etc/app.conf"), "listen = 1\n");
+    write(
+        &root.join("nix/store/aaaa-unit/etc/bot.service"),
+        "[Service]\nExecStart=/bin/bot\n",
+    );
+    write(
+        &root.join("nix/store/bbbb-etc/etc/app.conf"),
+        "listen = 1\n",
+    );
     let (code, r) = verify(root, &["--only", "secrets.store"]);
     assert_eq!(status(&r, "secrets.store"), "pass", "{r}");
     assert_eq!(code, 0);
 
     // A Nix string interpolated the token into a config file in the store.
-    write(&root.join("nix/store/bbbb-etc/etc/app.conf"), "listen = 1\ntoken = dt-8f1e3c9a77b24c0e9d51\n");
+    write(
+        &root.join("nix/store/bbbb-etc/etc/app.conf"),
+        "listen = 1\ntoken = dt-8f1e3c9a77b24c0e9d51\n",
+    );
     let home = root.join("home");
-    let out = common::run(common::clawdlets(&home).args(["verify", "--root"]).arg(root).args(["--only", "secrets.store"]));
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!text.contains("dt-8f1e3c9a77b24c0e9d51"), "the secret value leaked into the output:\n{text}");
+    let out = common::run(
+        common::clawdlets(&home)
+            .args(["verify", "--root"])
+            .arg(root)
+            .args(["--only", "secrets.store"]),
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("dt-8f1e3c9a77b24c0e9d51"),
+        "the secret value leaked into the output:\n{text}"
+    );
     let (code, r) = verify(root, &["--only", "secrets.store"]);
     assert_eq!(status(&r, "secrets.store"), "fail");
-    assert!(evidence(&r, "secrets.store").contains("secret discord_token appears in"), "{r}");
-    assert!(evidence(&r, "secrets.store").contains("bbbb-etc/etc/app.conf"), "{r}");
+    assert!(
+        evidence(&r, "secrets.store").contains("secret discord_token appears in"),
+        "{r}"
+    );
+    assert!(
+        evidence(&r, "secrets.store").contains("bbbb-etc/etc/app.conf"),
+        "{r}"
+    );
     assert!(!r.to_string().contains("dt-8f1e3c9a77b24c0e9d51"));
     assert_eq!(code, 1);
 }
@@ -253,7 +347,12 @@ fn orchestrator_permissions_with_a_real_socket() {
     let state = root.path().join("var/lib/clf/orchestrator");
     std::fs::create_dir_all(&run).unwrap();
     std::fs::create_dir_all(&state).unwrap();
-    for p in [root.path().join("var"), root.path().join("var/lib"), root.path().join("var/lib/clf"), root.path().join("run")] {
+    for p in [
+        root.path().join("var"),
+        root.path().join("var/lib"),
+        root.path().join("var/lib/clf"),
+        root.path().join("run"),
+    ] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -261,11 +360,19 @@ fn orchestrator_permissions_with_a_real_socket() {
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let db = state.join("state.sqlite");
     std::fs::write(&db, b"SQLite format 3\0").unwrap();
-    for (p, mode, gid) in [(&run, 0o750, group.gid), (&sock, 0o660, group.gid), (&state, 0o700, user.gid), (&db, 0o600, user.gid)] {
+    for (p, mode, gid) in [
+        (&run, 0o750, group.gid),
+        (&sock, 0o660, group.gid),
+        (&state, 0o700, user.gid),
+        (&db, 0o600, user.gid),
+    ] {
         std::os::unix::fs::chown(p, Some(user.uid), Some(gid)).unwrap();
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let cfg = format!(r#"{{"orchestrator": {{"user": "{}", "group": "{}"}}}}"#, user.name, group.name);
+    let cfg = format!(
+        r#"{{"orchestrator": {{"user": "{}", "group": "{}"}}}}"#,
+        user.name, group.name
+    );
     write(&root.path().join("etc/clawdlets/verify.json"), &cfg);
     let (code, r) = verify(root.path(), &["--only", "orchestrator.perms"]);
     assert_eq!(status(&r, "orchestrator.perms"), "pass", "{r}");
@@ -288,9 +395,19 @@ fn ssh_firewall_on_the_live_ruleset_of_a_namespace() {
     let ns = Netns::create("vf");
     let peer = Netns::create("vq");
     netns::link(&ns, "eth0", "203.0.113.1/24", &peer, "p0", "203.0.113.2/24");
-    netns::link(&ns, "tailscale0", "100.64.0.1/24", &peer, "p1", "100.64.0.2/24");
+    netns::link(
+        &ns,
+        "tailscale0",
+        "100.64.0.1/24",
+        &peer,
+        "p1",
+        "100.64.0.2/24",
+    );
     let root = sandbox();
-    write(&root.path().join("etc/clawdlets/verify.json"), r#"{"sshExposure": "tailnet", "tailnet": "tailscale", "egress": "smtp-only"}"#);
+    write(
+        &root.path().join("etc/clawdlets/verify.json"),
+        r#"{"sshExposure": "tailnet", "tailnet": "tailscale", "egress": "smtp-only"}"#,
+    );
     let run = |ruleset: &str| -> Value {
         assert!(ns.load_nft(ruleset).status.success());
         // --root only for the config: interfaces and the ruleset are the namespace's own.
@@ -298,22 +415,38 @@ fn ssh_firewall_on_the_live_ruleset_of_a_namespace() {
             ns.cmd(common::bin().to_str().unwrap())
                 .args(["verify", "--json", "--config"])
                 .arg(root.path().join("etc/clawdlets/verify.json"))
-                .args(["--only", "ssh.firewall", "ssh.tailnet-only", "egress.smtp", "tailnet.udp"]),
+                .args([
+                    "--only",
+                    "ssh.firewall",
+                    "ssh.tailnet-only",
+                    "egress.smtp",
+                    "tailnet.udp",
+                ]),
         );
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let r = run(&rulesets::nixos("tailnet", "smtp-only", true, false));
-    for id in ["ssh.firewall", "ssh.tailnet-only", "egress.smtp", "tailnet.udp"] {
+    for id in [
+        "ssh.firewall",
+        "ssh.tailnet-only",
+        "egress.smtp",
+        "tailnet.udp",
+    ] {
         assert_eq!(status(&r, id), "pass", "{id}: {r}");
     }
     // Bootstrap firewall (22 open to all) judged against a tailnet policy.
     let r = run(&rulesets::nixos("bootstrap", "none", true, false));
     assert_eq!(status(&r, "ssh.firewall"), "fail");
-    assert!(evidence(&r, "ssh.firewall").contains("tcp/22 from 198.51.100.23 on eth0: accepted"), "{r}");
+    assert!(
+        evidence(&r, "ssh.firewall").contains("tcp/22 from 198.51.100.23 on eth0: accepted"),
+        "{r}"
+    );
     assert_eq!(status(&r, "ssh.tailnet-only"), "fail");
     assert_eq!(status(&r, "egress.smtp"), "fail");
     // A construct outside the model on the path makes it inconclusive, never a pass.
-    let r = run("table inet x {\n chain i {\n type filter hook input priority 0; policy drop;\n tcp dport 22 limit rate 5/second accept\n }\n}\n");
+    let r = run(
+        "table inet x {\n chain i {\n type filter hook input priority 0; policy drop;\n tcp dport 22 limit rate 5/second accept\n }\n}\n",
+    );
     assert_eq!(status(&r, "ssh.firewall"), "inconclusive", "{r}");
     assert!(evidence(&r, "ssh.firewall").contains("limit"), "{r}");
 }
@@ -329,7 +462,17 @@ fn golden_json_report() {
     let ruleset = fixtures.join("nixos-tailnet.nft.json");
     let (code, mut r) = verify(
         root.path(),
-        &["--ruleset", ruleset.to_str().unwrap(), "--only", "ssh.firewall", "ssh.tailnet-only", "egress.smtp", "tailnet.udp", "egress.proxy", "units.sandbox"],
+        &[
+            "--ruleset",
+            ruleset.to_str().unwrap(),
+            "--only",
+            "ssh.firewall",
+            "ssh.tailnet-only",
+            "egress.smtp",
+            "tailnet.udp",
+            "egress.proxy",
+            "units.sandbox",
+        ],
     );
     assert_eq!(code, 0, "{r}");
     r["durationMs"] = 0.into();
@@ -343,13 +486,28 @@ fn golden_json_report() {
         std::fs::write(&golden, &text).unwrap();
     }
     let want = std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(text, want, "verify JSON changed; if intended, rerun with UPDATE_GOLDEN=1 and update docs/verify.md");
+    assert_eq!(
+        text, want,
+        "verify JSON changed; if intended, rerun with UPDATE_GOLDEN=1 and update docs/verify.md"
+    );
     // The schema file describes this document.
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/verify.schema.json")).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/verify.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     for key in schema["required"].as_array().unwrap() {
-        assert!(r.get(key.as_str().unwrap()).is_some(), "report lacks required {key}");
+        assert!(
+            r.get(key.as_str().unwrap()).is_some(),
+            "report lacks required {key}"
+        );
     }
     for key in schema["$defs"]["check"]["required"].as_array().unwrap() {
-        assert!(r["checks"][0].get(key.as_str().unwrap()).is_some(), "check lacks required {key}");
+        assert!(
+            r["checks"][0].get(key.as_str().unwrap()).is_some(),
+            "check lacks required {key}"
+        );
     }
 }

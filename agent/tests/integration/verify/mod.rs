@@ -2,5 +2,5 @@
 //! host checks against real sshd, real mounts, real users and files.
 
 mod differential;
-mod rulesets;
 mod host_checks;
+mod rulesets;

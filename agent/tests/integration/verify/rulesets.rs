@@ -22,13 +22,18 @@ pub fn nixos(exposure: &str, egress: &str, tailscale: bool, reject: bool) -> Str
     }
     input_allow.push_str("    icmp type echo-request accept comment \"allow ping\"\n");
     input_allow.push_str("    icmpv6 type != { nd-redirect, 139 } accept comment \"Accept all ICMPv6 messages except redirects and node information queries (type 139).  See RFC 4890, section 4.4.\"\n");
-    input_allow.push_str("    ip6 daddr fe80::/64 udp dport 546 accept comment \"DHCPv6 client\"\n");
+    input_allow
+        .push_str("    ip6 daddr fe80::/64 udp dport 546 accept comment \"DHCPv6 client\"\n");
     let refuse = if reject {
         "    meta l4proto tcp reject with tcp reset\n    reject\n"
     } else {
         ""
     };
-    let trusted = if tailscale && exposure == "tailnet-trusted" { "\"lo\", \"tailscale0\"" } else { "\"lo\"" };
+    let trusted = if tailscale && exposure == "tailnet-trusted" {
+        "\"lo\", \"tailscale0\""
+    } else {
+        "\"lo\""
+    };
     let mut s = format!(
         r#"table inet nixos-fw {{
   chain rpfilter {{
@@ -99,7 +104,10 @@ fn port_expr(rng: &mut impl Rng, sets: &[(String, bool)]) -> String {
             let n = rng.gen_range(1..4);
             let mut v: Vec<u16> = PORT_POOL.choose_multiple(rng, n).copied().collect();
             v.sort();
-            format!("{{ {} }}", v.iter().map(u16::to_string).collect::<Vec<_>>().join(", "))
+            format!(
+                "{{ {} }}",
+                v.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+            )
         }
         3 => {
             let a = rng.gen_range(1..30000u16);
@@ -112,9 +120,24 @@ fn port_expr(rng: &mut impl Rng, sets: &[(String, bool)]) -> String {
 
 fn addr_expr(rng: &mut impl Rng, v6: bool) -> String {
     let opts: &[&str] = if v6 {
-        &["2001:db8:1::/64", "2001:db8:1::2", "fd7a:115c:a1e0::/48", "2001:db8:9::/48", "fd7a:115c:a1e0::2", "2001:db8:1::1"]
+        &[
+            "2001:db8:1::/64",
+            "2001:db8:1::2",
+            "fd7a:115c:a1e0::/48",
+            "2001:db8:9::/48",
+            "fd7a:115c:a1e0::2",
+            "2001:db8:1::1",
+        ]
     } else {
-        &["203.0.113.0/24", "203.0.113.2", "100.64.0.0/10", "198.51.100.0/24", "100.64.0.2", "203.0.113.1", "100.64.0.1-100.64.0.9"]
+        &[
+            "203.0.113.0/24",
+            "203.0.113.2",
+            "100.64.0.0/10",
+            "198.51.100.0/24",
+            "100.64.0.2",
+            "203.0.113.1",
+            "100.64.0.1-100.64.0.9",
+        ]
     };
     match rng.gen_range(0..4) {
         0 => format!("!= {}", pick(rng, opts)),
@@ -122,7 +145,11 @@ fn addr_expr(rng: &mut impl Rng, v6: bool) -> String {
             let mut v: Vec<&str> = opts.choose_multiple(rng, 2).copied().collect();
             // Overlapping intervals are rejected by nft; keep plain addresses in sets.
             v.retain(|a| !a.contains('/') && !a.contains('-'));
-            if v.is_empty() { pick(rng, opts).to_string() } else { format!("{{ {} }}", v.join(", ")) }
+            if v.is_empty() {
+                pick(rng, opts).to_string()
+            } else {
+                format!("{{ {} }}", v.join(", "))
+            }
         }
         _ => pick(rng, opts).to_string(),
     }
@@ -155,8 +182,16 @@ fn random_match(
             None => family == "ip6" || (family == "inet" && rng.gen_bool(0.5)),
         };
         let m = match rng.gen_range(0..14) {
-            0 => format!("iifname {}{}", if rng.gen_bool(0.2) { "!= " } else { "" }, quoted(ifaces[rng.gen_range(0..ifaces.len())])),
-            1 => format!("oifname {}{}", if rng.gen_bool(0.2) { "!= " } else { "" }, quoted(ifaces[rng.gen_range(0..ifaces.len())])),
+            0 => format!(
+                "iifname {}{}",
+                if rng.gen_bool(0.2) { "!= " } else { "" },
+                quoted(ifaces[rng.gen_range(0..ifaces.len())])
+            ),
+            1 => format!(
+                "oifname {}{}",
+                if rng.gen_bool(0.2) { "!= " } else { "" },
+                quoted(ifaces[rng.gen_range(0..ifaces.len())])
+            ),
             2 | 3 => ct_expr(rng),
             4 | 5 if matches!(*proto, None | Some("tcp")) => {
                 *has_tcp = true;
@@ -185,16 +220,28 @@ fn random_match(
             },
             9 | 10 if !v6 => {
                 *ipfam = Some(4);
-                format!("ip {} {}", if rng.gen_bool(0.5) { "saddr" } else { "daddr" }, addr_expr(rng, false))
+                format!(
+                    "ip {} {}",
+                    if rng.gen_bool(0.5) { "saddr" } else { "daddr" },
+                    addr_expr(rng, false)
+                )
             }
             9 | 10 => {
                 *ipfam = Some(6);
-                format!("ip6 {} {}", if rng.gen_bool(0.5) { "saddr" } else { "daddr" }, addr_expr(rng, true))
+                format!(
+                    "ip6 {} {}",
+                    if rng.gen_bool(0.5) { "saddr" } else { "daddr" },
+                    addr_expr(rng, true)
+                )
             }
             11 if matches!(*proto, None | Some("tcp")) => {
                 *has_tcp = true;
                 *proto = Some("tcp");
-                if rng.gen_bool(0.5) { "tcp flags syn".to_string() } else { "tcp flags & (syn | ack) == syn".to_string() }
+                if rng.gen_bool(0.5) {
+                    "tcp flags syn".to_string()
+                } else {
+                    "tcp flags & (syn | ack) == syn".to_string()
+                }
             }
             12 if family == "inet" && ipfam.is_none() => {
                 let four = rng.gen_bool(0.5);
@@ -204,7 +251,10 @@ fn random_match(
             13 if hook == "prerouting" => "fib saddr . iif oif exists".to_string(),
             13 if proto.is_none() => {
                 *proto = Some("any");
-                format!("meta l4proto {{ tcp, udp }} th dport {}", pick(rng, PORT_POOL))
+                format!(
+                    "meta l4proto {{ tcp, udp }} th dport {}",
+                    pick(rng, PORT_POOL)
+                )
             }
             _ => continue,
         };
@@ -224,7 +274,11 @@ pub fn random(rng: &mut impl Rng) -> String {
     let ntables = rng.gen_range(1..=3);
     for t in 0..ntables {
         let family = *pick(rng, &["inet", "inet", "ip", "ip6"]);
-        let mut table = Table { family, sets: Vec::new(), chains: Vec::new() };
+        let mut table = Table {
+            family,
+            sets: Vec::new(),
+            chains: Vec::new(),
+        };
         let mut set_names: Vec<(String, bool)> = Vec::new();
         if rng.gen_bool(0.5) {
             let n: Vec<u16> = PORT_POOL.choose_multiple(rng, 3).copied().collect();
@@ -236,7 +290,17 @@ pub fn random(rng: &mut impl Rng) -> String {
         }
         let nbase = rng.gen_range(1..=3);
         for b in 0..nbase {
-            let hook = *pick(rng, &["input", "input", "output", "output", "prerouting", "postrouting"]);
+            let hook = *pick(
+                rng,
+                &[
+                    "input",
+                    "input",
+                    "output",
+                    "output",
+                    "prerouting",
+                    "postrouting",
+                ],
+            );
             let prio = *pick(rng, &[-150i32, -10, 0, 0, 10]);
             let policy = if rng.gen_bool(0.35) { "drop" } else { "accept" };
             let can_reject = hook == "input" || hook == "output";
@@ -245,11 +309,23 @@ pub fn random(rng: &mut impl Rng) -> String {
             let reg_names: Vec<String> = (0..nreg).map(|k| format!("b{b}r{k}")).collect();
             let mut bodies = Vec::new();
             for k in 0..=nreg {
-                let targets: Vec<String> = if k == 0 { reg_names.clone() } else { reg_names[k..].to_vec() };
+                let targets: Vec<String> = if k == 0 {
+                    reg_names.clone()
+                } else {
+                    reg_names[k..].to_vec()
+                };
                 let mut body = String::new();
                 for _ in 0..rng.gen_range(0..=5) {
                     body.push_str("    ");
-                    body.push_str(&random_rule(rng, family, hook, &set_names, &targets, can_reject, k > 0));
+                    body.push_str(&random_rule(
+                        rng,
+                        family,
+                        hook,
+                        &set_names,
+                        &targets,
+                        can_reject,
+                        k > 0,
+                    ));
                     body.push('\n');
                 }
                 bodies.push(body);
@@ -259,7 +335,9 @@ pub fn random(rng: &mut impl Rng) -> String {
                 bodies[0]
             ));
             for (k, name) in reg_names.iter().enumerate() {
-                table.chains.push(format!("  chain {name} {{\n{}  }}\n", bodies[k + 1]));
+                table
+                    .chains
+                    .push(format!("  chain {name} {{\n{}  }}\n", bodies[k + 1]));
             }
         }
         out.push_str(&format!("table {} t{t} {{\n", table.family));
@@ -287,22 +365,48 @@ fn random_rule(
     let mut proto = None;
     let mut ipfam = None;
     let n = rng.gen_range(0..=3);
-    let mut parts: Vec<String> =
-        (0..n).map(|_| random_match(rng, family, hook, sets, &mut has_tcp, &mut proto, &mut ipfam)).collect();
+    let mut parts: Vec<String> = (0..n)
+        .map(|_| {
+            random_match(
+                rng,
+                family,
+                hook,
+                sets,
+                &mut has_tcp,
+                &mut proto,
+                &mut ipfam,
+            )
+        })
+        .collect();
     if rng.gen_bool(0.1) {
         parts.push("counter".into());
     }
     // Verdict maps stand alone.
     if rng.gen_bool(0.08) {
         let v = if rng.gen_bool(0.5) {
-            format!("ct state vmap {{ established : accept, related : accept, new : {}, invalid : drop }}",
-                if targets.is_empty() { "drop".to_string() } else { format!("jump {}", pick(rng, targets)) })
+            format!(
+                "ct state vmap {{ established : accept, related : accept, new : {}, invalid : drop }}",
+                if targets.is_empty() {
+                    "drop".to_string()
+                } else {
+                    format!("jump {}", pick(rng, targets))
+                }
+            )
         } else {
-            format!("tcp dport vmap {{ {} : accept, {} : drop }}", 22, pick(rng, &[25u16, 80, 8080]))
+            format!(
+                "tcp dport vmap {{ {} : accept, {} : drop }}",
+                22,
+                pick(rng, &[25u16, 80, 8080])
+            )
         };
         return v;
     }
-    let mut verdicts: Vec<String> = vec!["accept".into(), "accept".into(), "drop".into(), "drop".into()];
+    let mut verdicts: Vec<String> = vec![
+        "accept".into(),
+        "accept".into(),
+        "drop".into(),
+        "drop".into(),
+    ];
     if can_reject {
         verdicts.push("reject".into());
         if has_tcp {
