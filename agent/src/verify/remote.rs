@@ -36,9 +36,8 @@ fn ssh_check(target: &str, cfg: &VerifyConfig) -> Check {
     const ID: &str = "remote.ssh";
     let hostport = if target.parse::<std::net::Ipv6Addr>().is_ok() {
         format!("[{target}]:22")
-    } else if target.contains(':') && !target.starts_with('[') {
-        target.to_string()
-    } else if target.contains("]:") {
+    } else if (target.contains(':') && !target.starts_with('[')) || target.contains("]:") {
+        // Already host:port or [v6]:port.
         target.to_string()
     } else {
         format!("{target}:22")

@@ -158,6 +158,6 @@ impl Runner for RecordedRunner {
         self.outputs
             .get(&key)
             .cloned()
-            .ok_or_else(|| RunError::NotFound(key))
+            .ok_or(RunError::NotFound(key))
     }
 }

@@ -18,7 +18,7 @@ pub const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// The filesystem magic of the filesystem holding `p`.
 pub fn fs_magic(p: &Path) -> Result<i64, String> {
     nix::sys::statfs::statfs(p)
-        .map(|s| s.filesystem_type().0 as i64)
+        .map(|s| s.filesystem_type().0)
         .map_err(|e| format!("statfs {}: {e}", p.display()))
 }
 

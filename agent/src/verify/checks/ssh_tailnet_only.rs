@@ -1,8 +1,6 @@
 //! `ssh.tailnet-only` (sshExposure tailnet): sshd's port is accepted from a tailnet address on
 //! the tailnet interface, and from nowhere else.
 
-use std::net::IpAddr;
-
 use super::firewall::{
     TAILNET_HOST_V4, TAILNET_HOST_V6, TAILNET_V4, TAILNET_V6, Tally, first_lines, public_inbound,
     ssh_ports,
@@ -64,7 +62,7 @@ pub fn run(host: &Host) -> Check {
     let v4_ok = tail
         .accepted
         .iter()
-        .any(|a| a.contains(&IpAddr::from(TAILNET_V4).to_string()));
+        .any(|a| a.contains(&TAILNET_V4.to_string()));
     if !v4_ok && tail.inconclusive.is_empty() {
         return Check::fail(
             ID,

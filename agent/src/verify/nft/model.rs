@@ -288,30 +288,27 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
                 };
                 let table = str_key(body, "chain", "table")?.to_string();
                 let name = str_key(body, "chain", "name")?.to_string();
-                let base = match body.get("hook").and_then(Json::as_str) {
-                    None => None,
-                    Some(h) => Some(BaseChain {
-                        kind: body
-                            .get("type")
-                            .and_then(Json::as_str)
-                            .unwrap_or("filter")
-                            .to_string(),
-                        hook: match h {
-                            "prerouting" => Hook::Prerouting,
-                            "input" => Hook::Input,
-                            "forward" => Hook::Forward,
-                            "output" => Hook::Output,
-                            "postrouting" => Hook::Postrouting,
-                            "ingress" => Hook::Ingress,
-                            other => Hook::Other(other.to_string()),
-                        },
-                        prio: body.get("prio").and_then(Json::as_i64).unwrap_or(0),
-                        policy: match body.get("policy").and_then(Json::as_str) {
-                            Some("drop") => Policy::Drop,
-                            _ => Policy::Accept,
-                        },
-                    }),
-                };
+                let base = body.get("hook").and_then(Json::as_str).map(|h| BaseChain {
+                    kind: body
+                        .get("type")
+                        .and_then(Json::as_str)
+                        .unwrap_or("filter")
+                        .to_string(),
+                    hook: match h {
+                        "prerouting" => Hook::Prerouting,
+                        "input" => Hook::Input,
+                        "forward" => Hook::Forward,
+                        "output" => Hook::Output,
+                        "postrouting" => Hook::Postrouting,
+                        "ingress" => Hook::Ingress,
+                        other => Hook::Other(other.to_string()),
+                    },
+                    prio: body.get("prio").and_then(Json::as_i64).unwrap_or(0),
+                    policy: match body.get("policy").and_then(Json::as_str) {
+                        Some("drop") => Policy::Drop,
+                        _ => Policy::Accept,
+                    },
+                });
                 rs.index
                     .insert((family, table.clone(), name.clone()), rs.chains.len());
                 rs.chains.push(Chain {
@@ -420,7 +417,7 @@ struct Ctx<'a> {
 fn short(j: &Json) -> String {
     let s = j.to_string();
     if s.len() > 120 {
-        format!("{}…", &s[..s.floor_char_boundary(120)])
+        format!("{}…", s.chars().take(120).collect::<String>())
     } else {
         s
     }

@@ -363,7 +363,7 @@ fn random_rulesets_match_the_kernel() {
     let seed: u64 = std::env::var("CLF_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_c1f);
+        .unwrap_or(0x05ee_dc1f);
     let n: usize = std::env::var("CLF_DIFF_RULESETS")
         .ok()
         .and_then(|s| s.parse().ok())
