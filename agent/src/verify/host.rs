@@ -86,7 +86,21 @@ impl<'a> Host<'a> {
                 if text.trim().is_empty() {
                     return super::nft::parse(r#"{"nftables":[]}"#).map_err(|e| e.to_string());
                 }
-                super::nft::parse(&text).map_err(|e| e.to_string())
+                let mut rs = super::nft::parse(&text).map_err(|e| e.to_string())?;
+                if super::nft::bytecode::needs_bytecode(&rs) {
+                    let netlink = match &self.ruleset_file {
+                        Some(_) => None,
+                        None => {
+                            let out = self
+                                .runner
+                                .run("nft", &["--debug=netlink", "list", "ruleset"])
+                                .map_err(|e| e.to_string())?;
+                            out.success().then(|| out.stdout + &out.stderr)
+                        }
+                    };
+                    super::nft::bytecode::apply(&mut rs, netlink.as_deref());
+                }
+                Ok(rs)
             })
             .as_ref()
             .map_err(Clone::clone)

@@ -3,6 +3,7 @@
 //! It never touches the kernel itself; callers hand it the JSON text. Anything outside the
 //! modelled subset yields `Inconclusive` naming the construct, never a pass.
 
+pub mod bytecode;
 pub mod eval;
 pub mod flow;
 pub mod model;

@@ -129,14 +129,24 @@ impl Lab {
         }
     }
 
-    /// Loads `text` and returns the ruleset as the kernel lists it.
-    fn load(&self, text: &str) -> Result<String, String> {
+    /// Loads `text` and returns the ruleset as the kernel lists it (JSON, and the netlink
+    /// bytecode listing the evaluator uses for what the JSON hides).
+    fn load(&self, text: &str) -> Result<(String, String), String> {
         let out = self.target.load_nft(text);
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         let out = crate::common::run(self.target.cmd("nft").args(["-j", "list", "ruleset"]));
-        Ok(String::from_utf8(out.stdout).unwrap())
+        let json = String::from_utf8(out.stdout).unwrap();
+        let out =
+            crate::common::run(
+                self.target
+                    .cmd("nft")
+                    .args(["--debug=netlink", "list", "ruleset"]),
+            );
+        let netlink = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Ok((json, netlink))
     }
 }
 
@@ -146,14 +156,21 @@ struct Stats {
     probes: AtomicUsize,
     inconclusive: AtomicUsize,
     load_errors: AtomicUsize,
+    /// Rulesets whose listing needed the bytecode (hidden `meta nfproto`).
+    bytecode: AtomicUsize,
     mismatches: Mutex<Vec<String>>,
 }
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 /// Probes one loaded ruleset in every direction, protocol, interface, family and port.
-fn compare(lab: &Lab, name: &str, text: &str, json: &str, stats: &Stats) {
-    let rs = nft::parse(json).unwrap_or_else(|e| panic!("{name}: nft JSON does not parse: {e}"));
+fn compare(lab: &Lab, name: &str, text: &str, (json, netlink): (&str, &str), stats: &Stats) {
+    let mut rs =
+        nft::parse(json).unwrap_or_else(|e| panic!("{name}: nft JSON does not parse: {e}"));
+    if nft::bytecode::needs_bytecode(&rs) {
+        stats.bytecode.fetch_add(1, Ordering::Relaxed);
+        nft::bytecode::apply(&mut rs, Some(netlink));
+    }
     let mut meta = Vec::new();
     let mut flights = Vec::new();
     for inbound in [true, false] {
@@ -276,7 +293,7 @@ fn run_all(cases: Vec<(String, String)>, workers: usize) -> Stats {
                         break;
                     };
                     match lab.load(text) {
-                        Ok(json) => compare(&lab, name, text, &json, &stats),
+                        Ok((json, netlink)) => compare(&lab, name, text, (&json, &netlink), &stats),
                         Err(e) => {
                             stats.load_errors.fetch_add(1, Ordering::Relaxed);
                             eprintln!("{name}: nft refused the generated ruleset: {e}");
@@ -292,11 +309,12 @@ fn run_all(cases: Vec<(String, String)>, workers: usize) -> Stats {
 fn report(label: &str, st: &Stats, started: Instant) {
     let mism = st.mismatches.lock().unwrap();
     eprintln!(
-        "differential {label}: {} rulesets, {} probes compared with the kernel, {} inconclusive (not compared), {} load errors, {} mismatches, {:.1} s",
+        "differential {label}: {} rulesets, {} probes compared with the kernel, {} inconclusive (not compared), {} load errors, {} needed bytecode, {} mismatches, {:.1} s",
         st.rulesets.load(Ordering::Relaxed),
         st.probes.load(Ordering::Relaxed),
         st.inconclusive.load(Ordering::Relaxed),
         st.load_errors.load(Ordering::Relaxed),
+        st.bytecode.load(Ordering::Relaxed),
         mism.len(),
         started.elapsed().as_secs_f64()
     );
