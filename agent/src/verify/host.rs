@@ -23,6 +23,8 @@ pub struct Host<'a> {
     ruleset: OnceLock<Result<Ruleset, String>>,
     passwd: OnceLock<HashMap<String, (u32, u32)>>,
     groups: OnceLock<HashMap<String, u32>>,
+    /// `sshd -T` results by `-C` spec, so several checks share one run.
+    pub(crate) sshd_cache: std::sync::Mutex<HashMap<Option<String>, Result<Vec<(String, String)>, String>>>,
 }
 
 impl<'a> Host<'a> {
@@ -37,6 +39,7 @@ impl<'a> Host<'a> {
             ruleset: OnceLock::new(),
             passwd: OnceLock::new(),
             groups: OnceLock::new(),
+            sshd_cache: Default::default(),
         }
     }
 

@@ -94,6 +94,12 @@ pub fn bpf_prog_count(cgroup: &Path, attach_type: u32) -> Result<u32, String> {
     Ok(q.prog_cnt)
 }
 
+/// The unit's directory in the cgroup v2 hierarchy (unified, or hybrid under `unified/`).
+pub fn cgroup_dir(host: &Host, control_group: &str) -> std::path::PathBuf {
+    let hybrid = host.path(format!("/sys/fs/cgroup/unified{control_group}"));
+    if hybrid.is_dir() { hybrid } else { host.path(format!("/sys/fs/cgroup{control_group}")) }
+}
+
 /// Listening TCP sockets as (address, port, inode), from /proc/net/tcp and tcp6.
 pub fn tcp_listeners(host: &Host) -> Vec<(IpAddr, u16, u64)> {
     let mut out = Vec::new();
@@ -197,7 +203,7 @@ pub fn run(host: &Host) -> Check {
             ));
         }
         if prop(&kv, "ActiveState") == "active" {
-            let cg = host.path(format!("/sys/fs/cgroup{}", prop(&kv, "ControlGroup")));
+            let cg = cgroup_dir(host, prop(&kv, "ControlGroup"));
             // BPF_CGROUP_INET_INGRESS = 0, BPF_CGROUP_INET_EGRESS = 1.
             match (bpf_prog_count(&cg, 0), bpf_prog_count(&cg, 1)) {
                 (Ok(i), Ok(e)) if i > 0 && e > 0 => ok.push(format!("{unit}: deny any, allow loopback; BPF attached (ingress {i}, egress {e})")),
@@ -269,4 +275,81 @@ pub fn run(host: &Host) -> Check {
         );
     }
     Check::pass(ID, ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::config::VerifyConfig;
+    use crate::verify::report::Status;
+    use crate::verify::runner::RecordedRunner;
+
+    const SHOW: &str = "systemctl show -p IPAddressDeny,IPAddressAllow,ControlGroup,ActiveState,LoadState,MainPID -- ";
+
+    fn cfg() -> VerifyConfig {
+        serde_json::from_str(r#"{"egress":"proxy-allowlist","botUnits":["bot-a.service"],"proxyUnit":"proxy.service"}"#).unwrap()
+    }
+
+    fn proc_root(listen: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("proc/net")).unwrap();
+        let head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        std::fs::write(
+            d.path().join("proc/net/tcp"),
+            format!("{head}   0: {listen} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n"),
+        )
+        .unwrap();
+        std::fs::write(d.path().join("proc/net/tcp6"), head).unwrap();
+        d
+    }
+
+    #[test]
+    fn non_loopback_allow_and_public_proxy_listener_fail() {
+        // 0100007F:0C38 is 127.0.0.1:3128; 00000000:0C38 is 0.0.0.0:3128.
+        let runner = RecordedRunner::default()
+            .with(&format!("{SHOW}bot-a.service"), "IPAddressDeny=0.0.0.0/0 ::/0\nIPAddressAllow=127.0.0.0/8 10.0.0.0/8\nControlGroup=/system.slice/bot-a.service\nActiveState=inactive\nLoadState=loaded\nMainPID=0\n")
+            .with(&format!("{SHOW}proxy.service"), "MainPID=0\nLoadState=loaded\n");
+        let root = proc_root("00000000:0C38");
+        let host = Host::new(root.path().into(), cfg(), &runner);
+        let c = run(&host);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        let ev = c.evidence.join("\n");
+        assert!(ev.contains("non-loopback"), "{ev}");
+        assert!(ev.contains("proxy listens on 0.0.0.0:3128"), "{ev}");
+    }
+
+    #[test]
+    fn deny_any_allow_loopback_and_loopback_proxy_pass_when_not_running() {
+        let runner = RecordedRunner::default()
+            .with(&format!("{SHOW}bot-a.service"), "IPAddressDeny=0.0.0.0/0 ::/0\nIPAddressAllow=127.0.0.0/8 ::1/128\nControlGroup=\nActiveState=inactive\nLoadState=loaded\nMainPID=0\n")
+            .with(&format!("{SHOW}proxy.service"), "MainPID=0\nLoadState=loaded\n");
+        let root = proc_root("0100007F:0C38");
+        let host = Host::new(root.path().into(), cfg(), &runner);
+        let c = run(&host);
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        assert!(c.evidence.join(" ").contains("127.0.0.1"), "{c:?}");
+    }
+
+    #[test]
+    fn configured_filter_without_bpf_programs_fails_open_detection() {
+        // A real cgroup with no BPF programs attached: what systemd leaves behind when it
+        // "proceeds WITHOUT firewalling".
+        let base = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|b| std::path::Path::new(b).join("cgroup.procs").exists());
+        let Some(base) = base else { return };
+        let name = format!("clf-verify-test-{}", std::process::id());
+        if std::fs::create_dir(format!("{base}/{name}")).is_err() {
+            return; // not root
+        }
+        let runner = RecordedRunner::default()
+            .with(&format!("{SHOW}bot-a.service"), &format!("IPAddressDeny=0.0.0.0/0 ::/0\nIPAddressAllow=127.0.0.0/8 ::1/128\nControlGroup=/{name}\nActiveState=active\nLoadState=loaded\nMainPID=0\n"))
+            .with(&format!("{SHOW}proxy.service"), "MainPID=0\n");
+        let host = Host::new("/".into(), cfg(), &runner);
+        let c = run(&host);
+        let _ = std::fs::remove_dir(format!("{base}/{name}"));
+        let ev = c.evidence.join("\n");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(ev.contains("configured but not enforced (ingress 0, egress 0"), "{ev}");
+    }
 }

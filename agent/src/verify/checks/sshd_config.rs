@@ -10,6 +10,16 @@ const ID: &str = "sshd.config";
 
 /// `sshd -T` (with `-C spec` when given) as lowercase key/value pairs, in output order.
 pub fn effective(host: &Host, spec: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let key = spec.map(str::to_string);
+    if let Some(hit) = host.sshd_cache.lock().expect("sshd cache lock").get(&key) {
+        return hit.clone();
+    }
+    let res = run_sshd(host, spec);
+    host.sshd_cache.lock().expect("sshd cache lock").insert(key, res.clone());
+    res
+}
+
+fn run_sshd(host: &Host, spec: Option<&str>) -> Result<Vec<(String, String)>, String> {
     let cfg_path = host.path("/etc/ssh/sshd_config");
     let cfg = cfg_path.to_string_lossy().into_owned();
     let mut args: Vec<&str> = vec!["-T"];
