@@ -511,3 +511,48 @@ fn golden_json_report() {
         );
     }
 }
+
+#[test]
+fn remote_ssh_open_closed_filtered() {
+    if !netns::available("remote_ssh_open_closed_filtered") {
+        return;
+    }
+    let host = Netns::create("vr");
+    let op = Netns::create("vo");
+    netns::link(&host, "eth0", "203.0.113.1/24", &op, "eth0", "203.0.113.2/24");
+    let remote = |policy: &str| -> (i32, Value) {
+        let dir = sandbox();
+        let cfg = dir.path().join("verify.json");
+        std::fs::write(&cfg, format!(r#"{{"sshExposure": "{policy}"}}"#)).unwrap();
+        let out = common::run(
+            op.cmd(common::bin().to_str().unwrap())
+                .args(["verify", "--json", "--remote", "203.0.113.1", "--config"])
+                .arg(&cfg)
+                .env("HOME", dir.path()),
+        );
+        (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
+    };
+    // Closed: nothing listens, the kernel answers with a RST.
+    let (code, r) = remote("tailnet");
+    assert_eq!(r["mode"], "remote");
+    assert!(evidence(&r, "remote.ssh").contains("(Closed)"), "{r}");
+    assert_eq!(status(&r, "remote.ssh"), "pass");
+    assert_eq!(status(&r, "remote.secrets-hygiene"), "skip", "{r}");
+    assert_eq!(code, 0);
+    // Open: a listener on 22 — a failure for a tailnet-only host, fine for bootstrap.
+    let _l = probe_listener(&host);
+    let (code, r) = remote("tailnet");
+    assert!(evidence(&r, "remote.ssh").contains("(Open)"), "{r}");
+    assert_eq!(status(&r, "remote.ssh"), "fail");
+    assert_eq!(code, 1);
+    let (_, r) = remote("bootstrap");
+    assert_eq!(status(&r, "remote.ssh"), "pass");
+    // Filtered: a firewall drops the SYN.
+    assert!(host.load_nft("table inet f {\n chain i {\n type filter hook input priority 0; policy accept;\n tcp dport 22 drop\n }\n}\n").status.success());
+    let (_, r) = remote("tailnet");
+    assert!(evidence(&r, "remote.ssh").contains("(Filtered)"), "{r}");
+}
+
+fn probe_listener(ns: &Netns) -> crate::common::probe::Listeners {
+    crate::common::probe::Listeners::start(ns, &[22])
+}
