@@ -98,10 +98,15 @@ pub fn run(host: &Host) -> Check {
             )),
         ),
     ];
+    // The three sshd runs are independent: run them at once.
+    let results: Vec<Result<Vec<(String, String)>, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = contexts.iter().map(|(_, spec)| s.spawn(move || effective(host, spec.as_deref()))).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("sshd -T runner panicked".into()))).collect()
+    });
     let mut ev = Vec::new();
     let mut failed = false;
-    for (label, spec) in &contexts {
-        match effective(host, spec.as_deref()) {
+    for ((label, _), res) in contexts.iter().zip(results) {
+        match res {
             Err(e) => {
                 return Check::inconclusive(
                     ID,
