@@ -24,7 +24,8 @@ pub struct Host<'a> {
     passwd: OnceLock<HashMap<String, (u32, u32)>>,
     groups: OnceLock<HashMap<String, u32>>,
     /// `sshd -T` results by `-C` spec, so several checks share one run.
-    pub(crate) sshd_cache: std::sync::Mutex<HashMap<Option<String>, Result<Vec<(String, String)>, String>>>,
+    pub(crate) sshd_cache:
+        std::sync::Mutex<HashMap<Option<String>, Result<Vec<(String, String)>, String>>>,
 }
 
 impl<'a> Host<'a> {

@@ -97,7 +97,11 @@ pub fn bpf_prog_count(cgroup: &Path, attach_type: u32) -> Result<u32, String> {
 /// The unit's directory in the cgroup v2 hierarchy (unified, or hybrid under `unified/`).
 pub fn cgroup_dir(host: &Host, control_group: &str) -> std::path::PathBuf {
     let hybrid = host.path(format!("/sys/fs/cgroup/unified{control_group}"));
-    if hybrid.is_dir() { hybrid } else { host.path(format!("/sys/fs/cgroup{control_group}")) }
+    if hybrid.is_dir() {
+        hybrid
+    } else {
+        host.path(format!("/sys/fs/cgroup{control_group}"))
+    }
 }
 
 /// Listening TCP sockets as (address, port, inode), from /proc/net/tcp and tcp6.
@@ -350,6 +354,9 @@ mod tests {
         let _ = std::fs::remove_dir(format!("{base}/{name}"));
         let ev = c.evidence.join("\n");
         assert_eq!(c.status, Status::Fail, "{c:?}");
-        assert!(ev.contains("configured but not enforced (ingress 0, egress 0"), "{ev}");
+        assert!(
+            ev.contains("configured but not enforced (ingress 0, egress 0"),
+            "{ev}"
+        );
     }
 }

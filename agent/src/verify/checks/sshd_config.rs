@@ -15,7 +15,10 @@ pub fn effective(host: &Host, spec: Option<&str>) -> Result<Vec<(String, String)
         return hit.clone();
     }
     let res = run_sshd(host, spec);
-    host.sshd_cache.lock().expect("sshd cache lock").insert(key, res.clone());
+    host.sshd_cache
+        .lock()
+        .expect("sshd cache lock")
+        .insert(key, res.clone());
     res
 }
 
@@ -100,8 +103,16 @@ pub fn run(host: &Host) -> Check {
     ];
     // The three sshd runs are independent: run them at once.
     let results: Vec<Result<Vec<(String, String)>, String>> = std::thread::scope(|s| {
-        let hs: Vec<_> = contexts.iter().map(|(_, spec)| s.spawn(move || effective(host, spec.as_deref()))).collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("sshd -T runner panicked".into()))).collect()
+        let hs: Vec<_> = contexts
+            .iter()
+            .map(|(_, spec)| s.spawn(move || effective(host, spec.as_deref())))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("sshd -T runner panicked".into()))
+            })
+            .collect()
     });
     let mut ev = Vec::new();
     let mut failed = false;

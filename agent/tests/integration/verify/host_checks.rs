@@ -519,7 +519,14 @@ fn remote_ssh_open_closed_filtered() {
     }
     let host = Netns::create("vr");
     let op = Netns::create("vo");
-    netns::link(&host, "eth0", "203.0.113.1/24", &op, "eth0", "203.0.113.2/24");
+    netns::link(
+        &host,
+        "eth0",
+        "203.0.113.1/24",
+        &op,
+        "eth0",
+        "203.0.113.2/24",
+    );
     let remote = |policy: &str| -> (i32, Value) {
         let dir = sandbox();
         let cfg = dir.path().join("verify.json");
@@ -530,7 +537,10 @@ fn remote_ssh_open_closed_filtered() {
                 .arg(&cfg)
                 .env("HOME", dir.path()),
         );
-        (out.status.code().unwrap(), serde_json::from_slice(&out.stdout).unwrap())
+        (
+            out.status.code().unwrap(),
+            serde_json::from_slice(&out.stdout).unwrap(),
+        )
     };
     // Closed: nothing listens, the kernel answers with a RST.
     let (code, r) = remote("tailnet");
