@@ -10,6 +10,9 @@ use super::config::VerifyConfig;
 use super::nft::Ruleset;
 use super::runner::Runner;
 
+/// `sshd -T` key/value pairs, or why they could not be read.
+pub type SshdResult = Result<Vec<(String, String)>, String>;
+
 pub struct Host<'a> {
     pub root: PathBuf,
     pub cfg: VerifyConfig,
@@ -24,8 +27,7 @@ pub struct Host<'a> {
     passwd: OnceLock<HashMap<String, (u32, u32)>>,
     groups: OnceLock<HashMap<String, u32>>,
     /// `sshd -T` results by `-C` spec, so several checks share one run.
-    pub(crate) sshd_cache:
-        std::sync::Mutex<HashMap<Option<String>, Result<Vec<(String, String)>, String>>>,
+    pub(crate) sshd_cache: std::sync::Mutex<HashMap<Option<String>, SshdResult>>,
 }
 
 impl<'a> Host<'a> {
