@@ -159,7 +159,17 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Some(p) => VerifyConfig::load(p, false)?,
             None => VerifyConfig::default(),
         };
-        let checks = remote::run(target, &cfg, args.repo.as_deref(), &runner as &dyn Runner);
+        // The hygiene part runs `clawdlets secrets check` inside the repository.
+        let repo_runner = SystemRunner {
+            timeout: std::time::Duration::from_secs(120),
+            cwd: args.repo.clone(),
+        };
+        let checks = remote::run(
+            target,
+            &cfg,
+            args.repo.as_deref(),
+            &repo_runner as &dyn Runner,
+        );
         let report = Report::new(
             "remote",
             target.clone(),

@@ -75,15 +75,35 @@ fn ssh_check(target: &str, cfg: &VerifyConfig) -> Check {
     }
 }
 
+/// Findings of `secrets check --json` (`{"ok": bool, "findings": [{path, kind, message}]}`)
+/// as evidence lines; the raw output when it is not that shape.
+fn findings(stdout: &str) -> Vec<String> {
+    let parsed: Option<Vec<String>> = serde_json::from_str::<serde_json::Value>(stdout)
+        .ok()
+        .and_then(|v| {
+            v.get("findings")?.as_array().map(|a| {
+                a.iter()
+                    .map(|f| {
+                        let s =
+                            |k: &str| f.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+                        format!("{}: {} [{}]", s("path"), s("message"), s("kind"))
+                    })
+                    .collect()
+            })
+        });
+    parsed.unwrap_or_else(|| stdout.lines().map(str::to_string).collect())
+}
+
 fn hygiene_check(repo: Option<&Path>, runner: &dyn Runner) -> Check {
     const ID: &str = "remote.secrets-hygiene";
     let exe = std::env::current_exe()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "clawdlets".into());
     let dir = repo
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(|p| p.display().to_string())
         .unwrap_or_else(|| ".".into());
-    match runner.run(&exe, &["secrets", "check", "--json", "--repo", &dir]) {
+    // Run inside the repository (the runner's working directory).
+    match runner.run(&exe, &["secrets", "check", "--json"]) {
         Err(e) => Check::skip(ID, format!("`clawdlets secrets check` could not run: {e}")),
         Ok(out) if out.status == Some(2) && out.stderr.contains("unrecognized subcommand") => {
             Check::skip(
@@ -91,10 +111,16 @@ fn hygiene_check(repo: Option<&Path>, runner: &dyn Runner) -> Check {
                 "`clawdlets secrets check` is not available in this build",
             )
         }
-        Ok(out) if out.success() => Check::pass(ID, vec![format!("secrets check passed in {dir}")]),
+        Ok(out) if out.success() => Check::pass(
+            ID,
+            vec![format!("`clawdlets secrets check` is clean in {dir}")],
+        ),
         Ok(out) if out.status == Some(1) => {
-            let mut ev: Vec<String> = out.stdout.lines().take(20).map(str::to_string).collect();
-            ev.insert(0, format!("secrets check found problems in {dir}"));
+            let mut ev: Vec<String> = findings(&out.stdout).into_iter().take(20).collect();
+            ev.insert(
+                0,
+                format!("`clawdlets secrets check` found problems in {dir}"),
+            );
             Check::fail(
                 ID,
                 ev,
@@ -126,4 +152,20 @@ pub fn run(
     let mut b = hygiene_check(repo, runner);
     b.duration_ms = t.elapsed().as_millis() as u64;
     vec![a, b]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_check_json_findings_become_evidence() {
+        let out = r#"{"ok": false, "findings": [{"path": "secrets/hosts/a/x.yaml", "kind": "not-sops", "message": "not a sops file"}]}"#;
+        assert_eq!(
+            super::findings(out),
+            vec!["secrets/hosts/a/x.yaml: not a sops file [not-sops]".to_string()]
+        );
+        assert_eq!(
+            super::findings("plain line"),
+            vec!["plain line".to_string()]
+        );
+    }
 }

@@ -58,12 +58,15 @@ pub trait Runner: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct SystemRunner {
     pub timeout: Duration,
+    /// Working directory of the programs (default: inherited).
+    pub cwd: Option<std::path::PathBuf>,
 }
 
 impl Default for SystemRunner {
     fn default() -> Self {
         SystemRunner {
             timeout: Duration::from_secs(20),
+            cwd: None,
         }
     }
 }
@@ -74,7 +77,11 @@ impl Runner for SystemRunner {
             program: program.to_string(),
             source,
         };
-        let mut child = match Command::new(program)
+        let mut cmd = Command::new(program);
+        if let Some(d) = &self.cwd {
+            cmd.current_dir(d);
+        }
+        let mut child = match cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -37,6 +37,15 @@ pub fn run(host: &Host) -> Check {
         t.probes,
         rs.rule_count()
     )];
+    // The third fact next to policy and firewall: where sshd actually listens.
+    let listening: Vec<String> = super::egress_proxy::tcp_listeners(host)
+        .into_iter()
+        .filter(|l| ports.contains(&l.1))
+        .map(|l| std::net::SocketAddr::new(l.0, l.1).to_string())
+        .collect();
+    if !listening.is_empty() {
+        ev.push(format!("sshd listening sockets: {}", listening.join(", ")));
+    }
     let exposed = !t.accepted.is_empty();
     match intent {
         SshExposure::Tailnet if exposed => {
