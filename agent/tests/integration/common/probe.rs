@@ -164,6 +164,8 @@ pub fn start(ns: &Netns, tcp: bool, src: IpAddr, dst: SocketAddr, id: u64) -> In
     })
     .expect("probe socket");
     sock.set_nonblocking(true).unwrap();
+    // Thousands of probes per namespace: let ports still in TIME_WAIT be reused.
+    sock.set_reuse_address(true).unwrap();
     sock.bind(&SocketAddr::new(src, 0).into())
         .expect("bind probe source");
     let client_port = sock.local_addr().unwrap().as_socket().unwrap().port();
@@ -179,7 +181,23 @@ pub fn start(ns: &Netns, tcp: bool, src: IpAddr, dst: SocketAddr, id: u64) -> In
         Ok(()) if tcp => f.immediate = Some(Observed::Open),
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(_) => f.immediate = Some(Observed::Error),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(
+                    libc::EPERM
+                        | libc::ECONNREFUSED
+                        | libc::EHOSTUNREACH
+                        | libc::ENETUNREACH
+                        | libc::EACCES
+                )
+            ) =>
+        {
+            f.immediate = Some(Observed::Error)
+        }
+        Err(e) => panic!(
+            "probe connect {src} -> {dst} failed for a reason that is not the firewall's: {e}"
+        ),
     }
     if !tcp && f.immediate.is_none() && sock.send(&id.to_be_bytes()).is_err() {
         f.immediate = Some(Observed::Error);
