@@ -566,3 +566,48 @@ fn remote_ssh_open_closed_filtered() {
 fn probe_listener(ns: &Netns) -> crate::common::probe::Listeners {
     crate::common::probe::Listeners::start(ns, &[22])
 }
+
+#[test]
+fn units_sandbox_scores_real_unit_files_offline() {
+    if !require_tool(
+        "units_sandbox_scores_real_unit_files_offline",
+        "systemd-analyze",
+    ) {
+        return;
+    }
+    let root = sandbox();
+    let units = root.path().join("etc/systemd/system");
+    write(
+        &units.join("bot-open.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    );
+    let hardened = "[Service]\nExecStart=/bin/true\nDynamicUser=yes\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n\
+        PrivateDevices=yes\nNoNewPrivileges=yes\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\n\
+        ProtectControlGroups=yes\nProtectClock=yes\nProtectHostname=yes\nRestrictAddressFamilies=AF_UNIX\nPrivateNetwork=yes\n\
+        CapabilityBoundingSet=\nSystemCallFilter=@system-service\nSystemCallArchitectures=native\nRestrictNamespaces=yes\n\
+        LockPersonality=yes\nMemoryDenyWriteExecute=yes\nRestrictRealtime=yes\nRestrictSUIDSGID=yes\nPrivateUsers=yes\nUMask=0077\n\
+        IPAddressDeny=any\nProtectProc=invisible\nProcSubset=pid\nRemoveIPC=yes\nDevicePolicy=closed\nKeyringMode=private\n";
+    write(&units.join("bot-tight.service"), hardened);
+    let cfg = root.path().join("etc/clawdlets/verify.json");
+    write(
+        &cfg,
+        r#"{"botUnits": ["bot-tight.service"], "securityThreshold": 3.0}"#,
+    );
+    let (code, r) = verify(root.path(), &["--only", "units.sandbox"]);
+    assert_eq!(status(&r, "units.sandbox"), "pass", "{r}");
+    assert!(
+        evidence(&r, "units.sandbox").contains("bot-tight.service: exposure"),
+        "{r}"
+    );
+    assert_eq!(code, 0);
+    write(
+        &cfg,
+        r#"{"botUnits": ["bot-tight.service", "bot-open.service", "bot-missing.service"], "securityThreshold": 3.0}"#,
+    );
+    let (code, r) = verify(root.path(), &["--only", "units.sandbox"]);
+    let ev = evidence(&r, "units.sandbox");
+    assert_eq!(status(&r, "units.sandbox"), "fail", "{r}");
+    assert!(ev.contains("bot-open.service: exposure 9."), "{ev}");
+    assert!(ev.contains("bot-missing.service: not assessed"), "{ev}");
+    assert_eq!(code, 1);
+}
