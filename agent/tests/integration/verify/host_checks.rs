@@ -471,7 +471,7 @@ fn golden_json_report() {
             "egress.smtp",
             "tailnet.udp",
             "egress.proxy",
-            "units.sandbox",
+            "orchestrator.perms",
         ],
     );
     assert_eq!(code, 0, "{r}");
