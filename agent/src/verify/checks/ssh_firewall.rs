@@ -85,3 +85,60 @@ pub fn run(host: &Host) -> Check {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::config::VerifyConfig;
+    use crate::verify::report::Status;
+    use crate::verify::runner::RecordedRunner;
+
+    const OPEN: &str = r#"{"nftables":[{"table":{"family":"inet","name":"f","handle":1}},
+        {"chain":{"family":"inet","table":"f","name":"input","handle":1,"type":"filter","hook":"input","prio":0,"policy":"drop"}},
+        {"rule":{"family":"inet","table":"f","chain":"input","handle":2,"expr":[
+          {"match":{"op":"==","left":{"payload":{"protocol":"tcp","field":"dport"}},"right":{"set":[22,2222]}}},{"accept":null}]}}]}"#;
+
+    fn host_with<'a>(runner: &'a RecordedRunner, cfg: &str, root: &std::path::Path) -> Host<'a> {
+        Host::new(
+            root.into(),
+            serde_json::from_str::<VerifyConfig>(cfg).unwrap(),
+            runner,
+        )
+    }
+
+    #[test]
+    fn recorded_ruleset_with_sshd_port_from_sshd_t() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir
+            .path()
+            .join("etc/ssh/sshd_config")
+            .to_string_lossy()
+            .into_owned();
+        let runner = RecordedRunner::default()
+            .with("nft -j list ruleset", OPEN)
+            .with(
+                &format!("sshd -T -f {cfg}"),
+                "port 2222\npasswordauthentication no\n",
+            );
+        let host = host_with(&runner, r#"{"sshExposure":"tailnet"}"#, dir.path());
+        let c = run(&host);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(
+            c.evidence
+                .iter()
+                .any(|e| e.contains("tcp/2222 from 198.51.100.23")),
+            "{c:?}"
+        );
+        let host = host_with(&runner, r#"{"sshExposure":"bootstrap"}"#, dir.path());
+        assert_eq!(run(&host).status, Status::Pass);
+    }
+
+    #[test]
+    fn nft_failure_is_inconclusive_not_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = RecordedRunner::default();
+        let host = host_with(&runner, r#"{"sshExposure":"tailnet"}"#, dir.path());
+        let c = run(&host);
+        assert_eq!(c.status, Status::Inconclusive, "{c:?}");
+    }
+}

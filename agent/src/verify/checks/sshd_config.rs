@@ -147,3 +147,28 @@ pub fn run(host: &Host) -> Check {
         Check::pass(ID, ev)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn judge_names_every_weak_setting() {
+        let kv: Vec<(String, String)> = "passwordauthentication yes\nkbdinteractiveauthentication no\npermitrootlogin yes\n\
+             pubkeyauthentication yes\nx11forwarding yes\nallowagentforwarding no\npermitemptypasswords no\nmaxauthtries 6"
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once(' ').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let bad = super::judge(&kv).join("; ");
+        for w in [
+            "passwordauthentication yes",
+            "permitrootlogin yes",
+            "x11forwarding yes",
+            "maxauthtries 6",
+        ] {
+            assert!(bad.contains(w), "{w} not in {bad}");
+        }
+        assert!(!bad.contains("allowagentforwarding"));
+    }
+}
