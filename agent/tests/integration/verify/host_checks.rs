@@ -302,9 +302,28 @@ fn secret_value_in_store_closure_is_found_but_never_printed() {
     assert_eq!(status(&r, "secrets.store"), "pass", "{r}");
     assert_eq!(code, 0);
 
-    // A Nix string interpolated the token into a config file in the store.
+    // A second run trusts the store paths it already read (they are immutable).
+    let (_, r) = verify(root, &["--only", "secrets.store"]);
+    assert!(
+        evidence(&r, "secrets.store").contains("2 store paths known clean"),
+        "{r}"
+    );
+
+    // Rotating a secret invalidates what the cache knows: a new value that an already-scanned
+    // path happens to contain is found.
+    let shared = fx.mp.join("1/shared_cfg");
+    std::fs::write(&shared, "ExecStart=/bin/bot").unwrap();
+    let (_, r) = verify(root, &["--only", "secrets.store"]);
+    assert_eq!(status(&r, "secrets.store"), "fail", "{r}");
+    assert!(
+        evidence(&r, "secrets.store").contains("secret shared_cfg appears in"),
+        "{r}"
+    );
+    std::fs::write(&shared, "shared-41f0c2a9b8e3d7").unwrap();
+
+    // A new generation: a Nix string interpolated the token into a config file in the store.
     write(
-        &root.join("nix/store/bbbb-etc/etc/app.conf"),
+        &root.join("nix/store/cccc-etc/etc/app.conf"),
         "listen = 1\ntoken = dt-8f1e3c9a77b24c0e9d51\n",
     );
     let home = root.join("home");
@@ -327,7 +346,7 @@ fn secret_value_in_store_closure_is_found_but_never_printed() {
         "{r}"
     );
     assert!(
-        evidence(&r, "secrets.store").contains("bbbb-etc/etc/app.conf"),
+        evidence(&r, "secrets.store").contains("cccc-etc/etc/app.conf"),
         "{r}"
     );
     assert!(!r.to_string().contains("dt-8f1e3c9a77b24c0e9d51"));
