@@ -31,6 +31,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Hardening checks of this host, or of a remote host's SSH exposure (--remote).
+    Verify(crate::verify::VerifyArgs),
 }
 
 /// Runs the parsed command line.
@@ -46,5 +48,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::Success)
         }
+        Command::Verify(args) => crate::verify::run(args),
     }
 }

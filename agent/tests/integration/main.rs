@@ -4,3 +4,4 @@
 mod common;
 mod nix_manifest;
 mod nix_rules;
+mod verify;
