@@ -74,7 +74,10 @@ in
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${cfg.package}/bin/clawdlets verify --config /etc/clawdlets/verify.json";
-        # verify reads nft, sshd -T, unit properties and file modes; it writes nothing.
+        # verify reads nft, sshd -T, unit properties and file modes; the only thing it writes is
+        # its cache of store paths already scanned clean (/var/lib/clawdlets/verify, 0700).
+        StateDirectory = "clawdlets/verify";
+        StateDirectoryMode = "0700";
         ProtectSystem = "strict";
         ProtectHome = "read-only";
         PrivateTmp = true;
