@@ -31,6 +31,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Secrets: operator lifecycle (init, set, edit, rotate, rekey, check).
+    #[command(subcommand)]
+    Secrets(crate::secrets::SecretsCmd),
 }
 
 /// Runs the parsed command line.
@@ -38,8 +41,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "clawdlets", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "clawdlets",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::Success)
         }
+        Command::Secrets(cmd) => crate::secrets::run(cmd),
     }
 }

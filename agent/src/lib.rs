@@ -5,5 +5,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod fleet;
 pub mod logging;
 pub mod secret;
+pub mod secrets;

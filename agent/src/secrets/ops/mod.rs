@@ -1,0 +1,215 @@
+//! Operator-side secrets lifecycle (runs on the operator's machine, never on a host):
+//! `secrets init/set/edit/rotate/rekey/check` over the repo layout in `repo.rs`.
+//!
+//! Every writing command builds a `plan::Plan` first, then the shared guard decides (dry-run,
+//! confirmation, refusal) and applies it atomically. Values live in `SecretBytes` from the
+//! moment they are generated or read until they are encrypted; no value reaches argv, stdout,
+//! logs or error messages. This module must not decrypt onto persistent disk (`edit` uses a
+//! private tmpfs directory) and must not print plaintext.
+
+pub mod check;
+pub mod edit;
+pub mod engine;
+pub mod generate;
+pub mod init;
+pub mod input;
+pub mod keys;
+pub mod plan;
+pub mod rekey;
+pub mod repo;
+pub mod rotate;
+pub mod set;
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::exit::ExitCode;
+use crate::fleet::Fleet;
+use plan::{Decision, Guard, Plan};
+use repo::Repo;
+
+/// Options every operator command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The operator repo (holding fleet/clawdlets.json). Default: the current directory or the
+    /// nearest parent that has one.
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Which operator of the fleet you are (default: the one whose key exists locally).
+    #[arg(long, env = "CLAWDLETS_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
+}
+
+/// The guard rails of every writing command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuardArgs {
+    /// Print the exact plan (files created, replaced, deleted) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply a plan that only creates files without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Confirm replacing or deleting existing secrets of HOST non-interactively.
+    #[arg(long, value_name = "HOST")]
+    pub confirm: Option<String>,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl GuardArgs {
+    pub fn guard(&self) -> Guard {
+        Guard {
+            dry_run: self.dry_run,
+            yes: self.yes,
+            confirm: self.confirm.clone(),
+            json: self.json,
+            interactive: std::io::stdin().is_terminal(),
+        }
+    }
+}
+
+/// The loaded repo and fleet.
+#[derive(Debug)]
+pub struct Ctx {
+    pub repo: Repo,
+    pub fleet: Fleet,
+    pub fleet_text: String,
+}
+
+impl Ctx {
+    pub fn open(common: &CommonArgs) -> anyhow::Result<Ctx> {
+        let repo = match &common.repo {
+            Some(dir) => Repo::new(std::path::absolute(dir).context("cannot resolve --repo")?),
+            None => {
+                let cwd = std::env::current_dir().context("cannot read the current directory")?;
+                Repo::discover(&cwd).with_context(|| {
+                    format!(
+                        "no fleet/clawdlets.json in '{}' or its parents\nhint: pass --repo DIR",
+                        cwd.display()
+                    )
+                })?
+            }
+        };
+        let path = repo.fleet_config();
+        let fleet_text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read fleet config '{}'", path.display()))?;
+        let fleet = crate::fleet::parse(&fleet_text, std::path::Path::new("fleet/clawdlets.json"))?;
+        Ok(Ctx {
+            repo,
+            fleet,
+            fleet_text,
+        })
+    }
+
+    /// The host's config, or an error naming the hosts that exist.
+    pub fn host(&self, host: &str) -> anyhow::Result<&crate::fleet::Host> {
+        self.fleet.hosts.get(host).with_context(|| {
+            let known: Vec<&str> = self.fleet.hosts.keys().map(String::as_str).collect();
+            format!(
+                "host '{host}' is not in fleet/clawdlets.json (hosts: {})",
+                known.join(", ")
+            )
+        })
+    }
+}
+
+/// Prints the plan, lets the guard decide, applies it. Returns the exit code: 0 applied, dry
+/// run or nothing to do; 1 refused.
+pub fn execute(
+    ctx: &Ctx,
+    plan: &Plan,
+    guard: &Guard,
+    confirm_word: &str,
+) -> anyhow::Result<ExitCode> {
+    // The plan is shown before any prompt, so the operator confirms what they saw.
+    if !guard.json {
+        print!("{}", plan.render(&ctx.repo));
+        for n in &plan.notes {
+            println!("{n}");
+        }
+    }
+    let decision = plan.decide(guard, confirm_word);
+    let applied = decision == Decision::Apply;
+    if applied {
+        plan.apply(&ctx.repo)?;
+    }
+    if guard.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan.to_json(&ctx.repo, applied))?
+        );
+    }
+    match decision {
+        Decision::Apply => {
+            eprintln!("applied {} change(s)", plan.actions.len());
+            Ok(ExitCode::Success)
+        }
+        Decision::DryRun => {
+            eprintln!("dry run: nothing written");
+            Ok(ExitCode::Success)
+        }
+        Decision::Nothing => Ok(ExitCode::Success),
+        Decision::Refused(why) => {
+            tracing::warn!(
+                event = "secrets_plan_refused",
+                host = confirm_word,
+                "plan refused"
+            );
+            eprintln!("refused: {why}");
+            Ok(ExitCode::Failure)
+        }
+    }
+}
+
+/// Adds the extra-files copy of an encrypted secret (0400) to the plan.
+pub fn plan_extra_copy(
+    plan: &mut Plan,
+    repo: &Repo,
+    host: &str,
+    name: &str,
+    encrypted: &crate::secret::SecretBytes,
+) {
+    plan.write(
+        repo.extra_secret(host, name),
+        encrypted.clone(),
+        repo::EXTRA_SECRET_MODE,
+        false,
+        "nixos-anywhere copy",
+    );
+}
+
+/// Recipients (age1...) of every host whose key file exists, decrypted with the operator key;
+/// `overrides` replace or add hosts (a key created or rotated by the current plan).
+pub fn host_recipients(
+    ctx: &Ctx,
+    identity: &engine::Identity,
+    overrides: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for host in ctx.fleet.hosts.keys() {
+        if let Some((_, r)) = overrides.iter().find(|(h, _)| h == host) {
+            out.push((host.clone(), r.clone()));
+        } else if let Some(k) = keys::read_host_key(&ctx.repo, host, identity)? {
+            out.push((host.clone(), k.recipient));
+        }
+    }
+    Ok(out)
+}
+
+/// Adds `secrets/.sops.yaml` (rendered from the fleet) to the plan.
+pub fn plan_sops_yaml(
+    plan: &mut Plan,
+    ctx: &Ctx,
+    hosts: &[(String, String)],
+    operators: &[String],
+) {
+    let text = keys::render_sops_yaml(hosts, operators);
+    plan.write_public(
+        ctx.repo.sops_yaml(),
+        crate::secret::SecretBytes::new(text.into_bytes()),
+        "creation rules",
+    );
+}
