@@ -11,6 +11,7 @@ pub mod check;
 pub mod edit;
 pub mod engine;
 pub mod generate;
+pub mod hygiene;
 pub mod init;
 pub mod input;
 pub mod keys;
@@ -19,6 +20,7 @@ pub mod rekey;
 pub mod repo;
 pub mod rotate;
 pub mod set;
+pub mod sopsconfig;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -212,4 +214,80 @@ pub fn plan_sops_yaml(
         crate::secret::SecretBytes::new(text.into_bytes()),
         "creation rules",
     );
+}
+
+/// What a command needs to (re)write a host's secrets: the operator identity, the operators'
+/// recipients and the host key. Refuses when the operator key is missing or the host was never
+/// initialised.
+#[derive(Debug)]
+pub struct HostAccess {
+    pub operator: keys::Operator,
+    pub operators: Vec<String>,
+    pub host_key: keys::AgeKey,
+}
+
+impl HostAccess {
+    pub fn open(ctx: &Ctx, common: &CommonArgs, host: &str) -> anyhow::Result<HostAccess> {
+        ctx.host(host)?;
+        let name = keys::operator_name(&ctx.repo, &ctx.fleet, common.operator.as_deref())?;
+        let operator = keys::load_operator(&ctx.repo, &ctx.fleet, &name)?;
+        let operators = keys::operator_recipients(&ctx.fleet, None)?;
+        let host_key = keys::read_host_key(&ctx.repo, host, &operator.identity)?.with_context(|| {
+            format!(
+                "host '{host}' has no key yet ('{}' is missing)\nhint: run `clawdlets secrets init --host {host}` first",
+                ctx.repo.rel(&ctx.repo.host_key_file(host))
+            )
+        })?;
+        Ok(HostAccess {
+            operator,
+            operators,
+            host_key,
+        })
+    }
+
+    /// Recipients of this host's secret files.
+    pub fn recipients(&self) -> Vec<String> {
+        keys::host_secret_recipients(&self.host_key.recipient, &self.operators)
+    }
+}
+
+/// Encrypts one secret in the layout's format (a single top-level key named after the file).
+pub fn encrypt_secret(
+    name: &str,
+    value: &crate::secret::SecretBytes,
+    recipients: &[String],
+    label: &str,
+) -> anyhow::Result<crate::secret::SecretBytes> {
+    Ok(crate::secret::SecretBytes::new(engine::encrypt(
+        &[(name, value)],
+        recipients,
+        label,
+    )?))
+}
+
+/// Decrypts one secret file and returns the value of its single key (named after the file).
+pub fn decrypt_secret(
+    path: &std::path::Path,
+    name: &str,
+    identity: &engine::Identity,
+    label: &str,
+) -> anyhow::Result<crate::secret::SecretBytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read '{label}'"))?;
+    let entries = engine::decrypt(&bytes, identity, label)?;
+    if entries.len() != 1 || entries[0].0 != name {
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        anyhow::bail!("{label}: must hold exactly one top-level key '{name}' (found {keys:?})");
+    }
+    Ok(entries.into_iter().next().expect("one entry").1)
+}
+
+/// The declared secret, or an error naming the fleet field.
+pub fn declared<'a>(
+    ctx: &'a Ctx,
+    host: &str,
+    name: &str,
+) -> anyhow::Result<&'a crate::fleet::Secret> {
+    ctx.host(host)?.secrets.get(name).with_context(|| {
+        format!("secret '{name}' is not declared in hosts.{host}.secrets of fleet/clawdlets.json\nhint: declare it there first (with its value kind)")
+    })
 }
