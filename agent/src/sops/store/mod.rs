@@ -2,6 +2,8 @@
 //! sops' own stores. Stores know nothing of crypto: an encrypted file is a tree whose values are
 //! `ENC[...]` strings plus the `sops` metadata, returned separately as a plain map.
 
+pub mod yaml;
+
 use std::path::Path;
 use std::str::FromStr;
 
