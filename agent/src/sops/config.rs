@@ -228,7 +228,7 @@ impl SopsConfig {
                             Value::Int(n) if *n >= 0 => Some(*n as usize).filter(|n| *n > 0),
                             _ => {
                                 return Err(at(
-                                    "'shamir_threshold' must be a non-negative integer".into()
+                                    "'shamir_threshold' must be a non-negative integer".into(),
                                 ));
                             }
                         }
@@ -238,7 +238,9 @@ impl SopsConfig {
                             Value::Bool(b) => *b,
                             Value::Null => false,
                             _ => {
-                                return Err(at("'mac_only_encrypted' must be true or false".into()));
+                                return Err(
+                                    at("'mac_only_encrypted' must be true or false".into()),
+                                );
                             }
                         }
                     }

@@ -372,7 +372,9 @@ impl<'a> Walker<'a> {
                             self.cipher.decrypt(text, &aad).map_err(|e| self.err(e))?
                         }
                         _ => {
-                            return Err(self.err("expected an ENC[...] string, found a plain value"));
+                            return Err(
+                                self.err("expected an ENC[...] string, found a plain value")
+                            );
                         }
                     }
                 };
