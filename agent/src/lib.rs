@@ -9,3 +9,4 @@ pub mod fleet;
 pub mod logging;
 pub mod secret;
 pub mod secrets;
+pub mod sops;

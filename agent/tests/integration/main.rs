@@ -3,3 +3,4 @@
 
 mod common;
 mod secrets_ops;
+mod sops;
