@@ -245,10 +245,10 @@ pub fn render_sops_yaml(hosts: &[(String, String)], operators: &[String]) -> Str
     for (host, recipient) in hosts {
         let h = host; // host names are [a-z0-9-]: nothing to escape
         out.push_str(&format!(
-            "  - path_regex: (^|/)keys/hosts/{h}\\.agekey\\.yaml$\n"
+            "  - path_regex: ^keys/hosts/{h}\\.agekey\\.yaml$\n"
         ));
         list(&mut out, operators);
-        out.push_str(&format!("  - path_regex: (^|/)hosts/{h}/[^/]+\\.yaml$\n"));
+        out.push_str(&format!("  - path_regex: ^hosts/{h}/[^/]+\\.yaml$\n"));
         list(&mut out, &host_secret_recipients(recipient, operators));
     }
     out
@@ -274,8 +274,8 @@ mod tests {
         let a = render_sops_yaml(&[("fleet-1".into(), "age1host".into())], &["age1op".into()]);
         let b = render_sops_yaml(&[("fleet-1".into(), "age1host".into())], &["age1op".into()]);
         assert_eq!(a, b);
-        assert!(a.contains("  - path_regex: (^|/)hosts/fleet-1/[^/]+\\.yaml$\n    key_groups:\n      - age:\n          - age1host\n          - age1op\n"));
-        assert!(a.contains("(^|/)keys/hosts/fleet-1\\.agekey\\.yaml$\n    key_groups:\n      - age:\n          - age1op\n"));
+        assert!(a.contains("  - path_regex: ^hosts/fleet-1/[^/]+\\.yaml$\n    key_groups:\n      - age:\n          - age1host\n          - age1op\n"));
+        assert!(a.contains("^keys/hosts/fleet-1\\.agekey\\.yaml$\n    key_groups:\n      - age:\n          - age1op\n"));
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn run(args: RekeyArgs) -> anyhow::Result<ExitCode> {
             let note = if args.rotate_host_key {
                 "new host key".to_string()
             } else {
-                reason(&removed, "operators")
+                reason(&removed, "operators", true)
             };
             plan.write(
                 key_path.clone(),
@@ -129,23 +129,20 @@ pub fn run(args: RekeyArgs) -> anyhow::Result<ExitCode> {
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default();
             if args.rotate_data_keys || !same(&env.age_recipients, &want_set) {
-                // Decrypt and encrypt afresh: a new data key and new IVs for every value.
-                let entries =
-                    engine::decrypt(&bytes, &operator.identity, &label).with_context(|| {
-                        format!(
-                            "{label}: operator '{name}' cannot open it; another operator must rekey"
-                        )
-                    })?;
-                let refs: Vec<(&str, &SecretBytes)> =
-                    entries.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                let encrypted = SecretBytes::new(engine::encrypt(&refs, &want, &label)?);
+                // Any removed recipient (or --rotate-data-keys): a new data key for every value.
+                // Additions only: the same data key re-wrapped for the new set.
+                let new_dk = args.rotate_data_keys || !removed.is_empty();
+                let encrypted = SecretBytes::new(
+                    engine::rekey(&bytes, &operator.identity, &want, new_dk, &label)
+                        .with_context(|| format!("operator '{name}' cannot re-key it; another operator must run rekey"))?,
+                );
                 let note = if args.rotate_host_key
                     && removed.len() == 1
                     && removed[0] == old_key.recipient
                 {
                     "re-encrypted for the new host key (new data key)".to_string()
                 } else {
-                    reason(&removed, "recipients")
+                    reason(&removed, "recipients", new_dk)
                 };
                 plan.write(
                     path.clone(),
@@ -213,11 +210,11 @@ fn diff(current: &[String], wanted: &BTreeSet<&str>) -> Vec<String> {
         .collect()
 }
 
-fn reason(removed: &[String], what: &str) -> String {
-    if removed.is_empty() {
-        format!("re-encrypted for the current {what}")
-    } else {
-        format!("removed {} recipient(s): new data key", removed.len())
+fn reason(removed: &[String], what: &str, new_data_key: bool) -> String {
+    match (removed.len(), new_data_key) {
+        (0, false) => format!("re-wrapped for the current {what} (same data key)"),
+        (0, true) => format!("re-encrypted for the current {what} (new data key)"),
+        (n, _) => format!("removed {n} recipient(s): new data key"),
     }
 }
 
