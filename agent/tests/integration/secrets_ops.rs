@@ -1003,3 +1003,163 @@ fn failed_editor_writes_nothing_and_removes_the_private_dir() {
         }
     }
 }
+
+/// Validates `instance` against docs/fleet.schema.json with Python's `jsonschema` (Draft
+/// 2020-12). Ok(()) or Err(message).
+fn schema_validate(instance: &serde_json::Value) -> Result<(), String> {
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/fleet.schema.json");
+    let script = "import json,sys,jsonschema\n\
+                  s=json.load(open(sys.argv[1]))\n\
+                  jsonschema.Draft202012Validator.check_schema(s)\n\
+                  errs=sorted(jsonschema.Draft202012Validator(s).iter_errors(json.load(sys.stdin)),key=str)\n\
+                  print('\\n'.join('/'.join(map(str,e.absolute_path))+': '+e.message for e in errs))\n\
+                  sys.exit(1 if errs else 0)\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script, schema])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(instance.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(String::from_utf8_lossy(&out.stdout).to_string()),
+        _ => panic!(
+            "schema validator crashed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+#[test]
+fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_the_same_mistakes()
+{
+    let has_jsonschema = Command::new("python3")
+        .args(["-c", "import jsonschema"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_jsonschema {
+        eprintln!(
+            "SKIP schema test: python3 jsonschema is not installed (scripts/install-test-deps.sh installs it)"
+        );
+        return;
+    }
+    let example: serde_json::Value = serde_json::from_str(EXAMPLE_FLEET).unwrap();
+    schema_validate(&example).unwrap();
+    clawdlets::fleet::parse(EXAMPLE_FLEET, Path::new("fleet/clawdlets.json")).unwrap();
+    // After init records the operator's recipient, the file still validates against both.
+    let mut enrolled = example.clone();
+    enrolled["operators"][0]["ageRecipient"] =
+        "age1tsgxegc6vaetpdmp68jmtjhafvtr90ysset47eudxx9wu9e73sws7jmwkz".into();
+    schema_validate(&enrolled).unwrap();
+    clawdlets::fleet::parse(&enrolled.to_string(), Path::new("f")).unwrap();
+
+    let host = "/hosts/fleet-1";
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        (
+            "bytes below minimum",
+            Box::new(|v| {
+                v.pointer_mut(&format!("{host}/secrets/api_b64/value/bytes"))
+                    .map(|b| *b = 8.into())
+                    .unwrap()
+            }),
+            "hosts.fleet-1.secrets.api_b64.value.bytes",
+        ),
+        (
+            "unknown host field",
+            Box::new(|v| {
+                v.pointer_mut(host).unwrap()["colour"] = "red".into();
+            }),
+            "unknown field `colour`",
+        ),
+        (
+            "unknown value kind",
+            Box::new(|v| {
+                *v.pointer_mut(&format!("{host}/secrets/api_b64/value"))
+                    .unwrap() = serde_json::json!({"kind": "rot13"});
+            }),
+            "hosts.fleet-1.secrets.api_b64.value",
+        ),
+        (
+            "unknown tailnet mode",
+            Box::new(|v| {
+                v.pointer_mut(host).unwrap()["tailnet"]["mode"] = "zerotier".into();
+            }),
+            "hosts.fleet-1.tailnet.mode",
+        ),
+        (
+            "bad secret name",
+            Box::new(|v| {
+                v.pointer_mut(&format!("{host}/secrets")).unwrap()["bad name"] =
+                    serde_json::json!({"value": {"kind": "provided"}});
+            }),
+            "hosts.fleet-1.secrets.bad name",
+        ),
+        (
+            "world-readable mode",
+            Box::new(|v| {
+                v.pointer_mut(&format!("{host}/secrets/api_b64")).unwrap()["mode"] = "0644".into();
+            }),
+            "hosts.fleet-1.secrets.api_b64.mode",
+        ),
+        (
+            "proxy mode without domains",
+            Box::new(|v| {
+                v.pointer_mut(host).unwrap()["egress"]["mode"] = "proxy-allowlist".into();
+            }),
+            "hosts.fleet-1.egress.allowedDomains",
+        ),
+        (
+            "no operators",
+            Box::new(|v| {
+                v["operators"] = serde_json::json!([]);
+            }),
+            "operators",
+        ),
+        (
+            "future schema version",
+            Box::new(|v| {
+                v["schemaVersion"] = 2.into();
+            }),
+            "schemaVersion",
+        ),
+        (
+            "bad recipient",
+            Box::new(|v| {
+                v["operators"][0]["ageRecipient"] = "age1short".into();
+            }),
+            "operators[0].ageRecipient",
+        ),
+        (
+            "extra field in value",
+            Box::new(|v| {
+                v.pointer_mut(&format!("{host}/secrets/api_b64/value"))
+                    .unwrap()["length"] = 3.into();
+            }),
+            "hosts.fleet-1.secrets.api_b64.value",
+        ),
+    ];
+    for (what, mutate, field) in cases {
+        let mut v = example.clone();
+        mutate(&mut v);
+        assert!(
+            schema_validate(&v).is_err(),
+            "{what}: the schema accepts it"
+        );
+        let err = clawdlets::fleet::parse(&v.to_string(), Path::new("f.json"))
+            .expect_err(what)
+            .to_string();
+        assert!(
+            err.contains(field),
+            "{what}: validator error does not name {field}: {err}"
+        );
+    }
+}
