@@ -1063,7 +1063,8 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
     clawdlets::fleet::parse(&enrolled.to_string(), Path::new("f")).unwrap();
 
     let host = "/hosts/fleet-1";
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "bytes below minimum",
             Box::new(|v| {

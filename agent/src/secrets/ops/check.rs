@@ -8,6 +8,7 @@
 //!   (index blobs are scanned, so a pre-commit hook sees what is about to be committed);
 //! - `.clawdlets/` is ignored (`git check-ignore`) and nothing under it is tracked;
 //! - the extra-files tree and local keys have the modes the layout demands.
+//!
 //! Output: one line per finding (`PATH: message [kind]`), or `--json`. Exit 0 clean, 1 findings,
 //! 2 could not run. Findings never quote the matched secret.
 

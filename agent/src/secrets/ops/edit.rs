@@ -66,7 +66,7 @@ fn is_ram_fs(dir: &Path) -> bool {
         Ok(s) => {
             // ramfs has no constant in nix; its magic is 0x858458f6.
             let t = s.filesystem_type();
-            t == nix::sys::statfs::TMPFS_MAGIC || t.0 as i64 == 0x858458f6
+            t == nix::sys::statfs::TMPFS_MAGIC || t.0 == 0x858458f6
         }
         Err(_) => false,
     }
