@@ -1062,13 +1062,13 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
     schema_validate(&enrolled).unwrap();
     clawdlets::fleet::parse(&enrolled.to_string(), Path::new("f")).unwrap();
 
-    let host = "/hosts/fleet-1";
+    const HOST: &str = "/hosts/fleet-1";
     type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
     let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "bytes below minimum",
             Box::new(|v| {
-                v.pointer_mut(&format!("{host}/secrets/api_b64/value/bytes"))
+                v.pointer_mut(&format!("{HOST}/secrets/api_b64/value/bytes"))
                     .map(|b| *b = 8.into())
                     .unwrap()
             }),
@@ -1077,14 +1077,14 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
         (
             "unknown host field",
             Box::new(|v| {
-                v.pointer_mut(host).unwrap()["colour"] = "red".into();
+                v.pointer_mut(HOST).unwrap()["colour"] = "red".into();
             }),
             "unknown field `colour`",
         ),
         (
             "unknown value kind",
             Box::new(|v| {
-                *v.pointer_mut(&format!("{host}/secrets/api_b64/value"))
+                *v.pointer_mut(&format!("{HOST}/secrets/api_b64/value"))
                     .unwrap() = serde_json::json!({"kind": "rot13"});
             }),
             "hosts.fleet-1.secrets.api_b64.value",
@@ -1092,14 +1092,14 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
         (
             "unknown tailnet mode",
             Box::new(|v| {
-                v.pointer_mut(host).unwrap()["tailnet"]["mode"] = "zerotier".into();
+                v.pointer_mut(HOST).unwrap()["tailnet"]["mode"] = "zerotier".into();
             }),
             "hosts.fleet-1.tailnet.mode",
         ),
         (
             "bad secret name",
             Box::new(|v| {
-                v.pointer_mut(&format!("{host}/secrets")).unwrap()["bad name"] =
+                v.pointer_mut(&format!("{HOST}/secrets")).unwrap()["bad name"] =
                     serde_json::json!({"value": {"kind": "provided"}});
             }),
             "hosts.fleet-1.secrets.bad name",
@@ -1107,14 +1107,14 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
         (
             "world-readable mode",
             Box::new(|v| {
-                v.pointer_mut(&format!("{host}/secrets/api_b64")).unwrap()["mode"] = "0644".into();
+                v.pointer_mut(&format!("{HOST}/secrets/api_b64")).unwrap()["mode"] = "0644".into();
             }),
             "hosts.fleet-1.secrets.api_b64.mode",
         ),
         (
             "proxy mode without domains",
             Box::new(|v| {
-                v.pointer_mut(host).unwrap()["egress"]["mode"] = "proxy-allowlist".into();
+                v.pointer_mut(HOST).unwrap()["egress"]["mode"] = "proxy-allowlist".into();
             }),
             "hosts.fleet-1.egress.allowedDomains",
         ),
@@ -1142,7 +1142,7 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
         (
             "extra field in value",
             Box::new(|v| {
-                v.pointer_mut(&format!("{host}/secrets/api_b64/value"))
+                v.pointer_mut(&format!("{HOST}/secrets/api_b64/value"))
                     .unwrap()["length"] = 3.into();
             }),
             "hosts.fleet-1.secrets.api_b64.value",
