@@ -1164,3 +1164,72 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
         );
     }
 }
+
+#[test]
+fn new_operator_enrols_with_init_and_reads_after_rekey() {
+    let Some(fx) = fixture("operator_enrolment") else {
+        return;
+    };
+    fx.init();
+    // Alice declares bob (no recipient yet) and bob clones the repo (no .clawdlets/).
+    let fleet_path = fx.repo.join("fleet/clawdlets.json");
+    let mut fleet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fleet_path).unwrap()).unwrap();
+    fleet["operators"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "bob"}));
+    let bob_repo = fx.home.join("bob-clone");
+    std::fs::create_dir_all(bob_repo.join("fleet")).unwrap();
+    std::fs::write(
+        bob_repo.join("fleet/clawdlets.json"),
+        serde_json::to_string_pretty(&fleet).unwrap(),
+    )
+    .unwrap();
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(fx.repo.join("secrets"))
+        .arg(&bob_repo)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let out = common::run(
+        common::clawdlets(&fx.home)
+            .current_dir(&bob_repo)
+            .args([
+                "secrets",
+                "init",
+                "--host",
+                "fleet-1",
+                "--operator",
+                "bob",
+                "--yes",
+            ])
+            .stdin(Stdio::null()),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("enrolment"),
+        "{}",
+        text(&out)
+    );
+    let bob_key = bob_repo.join(".clawdlets/keys/operators/bob.agekey");
+    assert_eq!(mode(&bob_key), 0o600);
+    assert!(
+        fx.sops_decrypt(&fx.secret("wg_key"), &bob_key).is_err(),
+        "bob reads nothing yet"
+    );
+    // Bob's fleet change (his recipient) reaches alice, who rekeys: additions only, --yes.
+    std::fs::copy(bob_repo.join("fleet/clawdlets.json"), &fleet_path).unwrap();
+    let before = std::fs::read_to_string(fx.secret("wg_key")).unwrap();
+    fx.run_ok(&["rekey", "--operator", "alice", "--yes"]);
+    for f in fx.secret_files() {
+        fx.sops_decrypt(&f, &bob_key)
+            .unwrap_or_else(|e| panic!("bob cannot open {}: {e}", f.display()));
+    }
+    // Additions keep the data key: the value's ciphertext line is unchanged.
+    let after = std::fs::read_to_string(fx.secret("wg_key")).unwrap();
+    assert_eq!(before.lines().next(), after.lines().next());
+    git(&fx.repo, &["add", "-A"]);
+    fx.run_ok(&["check"]);
+}

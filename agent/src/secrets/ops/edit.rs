@@ -151,6 +151,9 @@ pub fn run(args: EditArgs) -> anyhow::Result<ExitCode> {
     super::declared(&ctx, &args.host, &args.name)?;
     let access = HostAccess::open(&ctx, &args.common, &args.host)?;
     let guard = args.guard.guard();
+    if let Some(code) = super::refuse_early(&guard, &args.host, true) {
+        return Ok(code);
+    }
     let path = ctx.repo.host_secret(&args.host, &args.name);
     let label = ctx.repo.rel(&path).to_string();
     if !path.exists() {

@@ -39,7 +39,14 @@ pub struct InitArgs {
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::open(&args.common)?;
     let host = ctx.host(&args.host)?.clone();
-    let guard = args.guard.guard();
+    let mut guard = args.guard.guard();
+    if args
+        .from_json
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-")
+    {
+        guard.interactive = false; // stdin carries the values
+    }
     let repo = &ctx.repo;
     let mut plan = Plan::default();
 
@@ -99,10 +106,13 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     let extra_key = repo.extra_key(&args.host);
     let host_key = if key_file.exists() {
         if new_op_key {
-            bail!(
-                "'{}' exists but operator '{op_name}' has no key yet: an existing operator must add your recipient and run `secrets rekey`",
-                repo.rel(&key_file)
-            );
+            // Enrolment: a new operator of an existing fleet can read nothing yet. Create the
+            // key, record the recipient, and stop; an existing operator then runs `rekey`.
+            plan.notes.push(format!(
+                "enrolment: commit fleet/clawdlets.json with your recipient; an existing operator then runs `clawdlets secrets rekey` so you can read {}'s secrets",
+                args.host
+            ));
+            return super::execute(&ctx, &plan, &guard, &args.host);
         }
         let k = keys::read_host_key(repo, &args.host, &identity)?.expect("exists");
         if extra_key.exists() {

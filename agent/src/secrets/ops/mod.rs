@@ -291,3 +291,26 @@ pub fn declared<'a>(
         format!("secret '{name}' is not declared in hosts.{host}.secrets of fleet/clawdlets.json\nhint: declare it there first (with its value kind)")
     })
 }
+
+/// Refuses up front (before any prompt, editor or decryption) a destructive command that could
+/// not be confirmed anyway: stdin is not a terminal and `--confirm HOST` is missing or wrong.
+pub fn refuse_early(guard: &Guard, host: &str, destructive: bool) -> Option<ExitCode> {
+    if !destructive || guard.dry_run {
+        return None;
+    }
+    let why = match guard.confirm.as_deref() {
+        Some(c) if c == host => return None,
+        Some(c) => format!("--confirm '{c}' does not match the host '{host}'"),
+        None if guard.interactive => return None,
+        None => format!(
+            "this replaces existing secrets of '{host}'; confirm with --confirm {host} (stdin is not a terminal)"
+        ),
+    };
+    tracing::warn!(
+        event = "secrets_plan_refused",
+        host,
+        "plan refused before it was built"
+    );
+    eprintln!("refused: {why}");
+    Some(ExitCode::Failure)
+}

@@ -44,6 +44,9 @@ pub fn run(args: RotateArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    if let Some(code) = super::refuse_early(&guard, &args.host, true) {
+        return Ok(code);
+    }
     let names: Vec<String> = if args.names.is_empty() {
         host.secrets
             .iter()

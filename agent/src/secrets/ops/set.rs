@@ -30,6 +30,10 @@ pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
     super::declared(&ctx, &args.host, &args.name)?;
     let access = HostAccess::open(&ctx, &args.common, &args.host)?;
     let mut guard = args.guard.guard();
+    let path = ctx.repo.host_secret(&args.host, &args.name);
+    if let Some(code) = super::refuse_early(&guard, &args.host, path.exists()) {
+        return Ok(code);
+    }
     let value = if std::io::stdin().is_terminal() {
         let v = input::prompt_secret(&format!(
             "value of {} for {} (input hidden)",
@@ -45,7 +49,6 @@ pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
         guard.interactive = false;
         input::read_stdin_value(args.raw)?
     };
-    let path = ctx.repo.host_secret(&args.host, &args.name);
     let label = ctx.repo.rel(&path).to_string();
     let encrypted = super::encrypt_secret(&args.name, &value, &access.recipients(), &label)?;
     drop(value);
