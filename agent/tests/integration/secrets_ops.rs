@@ -747,6 +747,24 @@ fn check_fails_on_each_hygiene_violation() {
     );
     std::fs::write(&plain, &saved).unwrap();
 
+    // Tampered ciphertext: invisible without a key, caught by --decrypt (MAC / GCM tag).
+    fx.run_ok(&["check", "--decrypt"]);
+    let tampered = String::from_utf8(saved.clone()).unwrap().replacen(
+        "ENC[AES256_GCM,data:",
+        "ENC[AES256_GCM,data:AAAA",
+        1,
+    );
+    std::fs::write(&plain, tampered).unwrap();
+    let out = fx.run(&["check", "--decrypt"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("api_b64.yaml: operator 'alice' cannot open it"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&plain, &saved).unwrap();
+
     // A token committed outside secrets/.
     std::fs::write(
         fx.repo.join("notes.md"),

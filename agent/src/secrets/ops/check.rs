@@ -36,6 +36,13 @@ pub struct CheckArgs {
     /// Print findings as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also decrypt every file with your operator key (MAC verified) and every host file with
+    /// that host's extra-files key.txt. Needs the operator key; without it the check stays keyless.
+    #[arg(long)]
+    pub decrypt: bool,
+    /// Which operator you are (for --decrypt).
+    #[arg(long, env = "CLAWDLETS_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
 }
 
 /// One problem found.
@@ -59,7 +66,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             })?
         }
     };
-    let findings = check(&repo)?;
+    let mut findings = check(&repo)?;
+    if args.decrypt {
+        findings.extend(check_decrypt(&repo, args.operator.as_deref())?);
+        findings.sort();
+    }
     if args.json {
         println!(
             "{}",
@@ -524,4 +535,55 @@ fn check_modes(repo: &Repo, fleet: Option<&Fleet>, out: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// `--decrypt`: every sops file opens with the operator key (MAC verified); host files also open
+/// with the host's extra-files key. Values are dropped immediately, never compared or printed.
+fn check_decrypt(repo: &Repo, operator: Option<&str>) -> anyhow::Result<Vec<Finding>> {
+    let fleet = crate::fleet::load(&repo.fleet_config())?;
+    let name = super::keys::operator_name(repo, &fleet, operator)?;
+    let op = super::keys::load_operator(repo, &fleet, &name)?;
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    walk(&repo.secrets_dir(), &mut files);
+    files.sort();
+    for path in files {
+        let label = repo.rel(&path).to_string();
+        if label.ends_with(".sops.yaml") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        if engine::envelope(&bytes, &label).is_err() {
+            continue; // reported as not-sops already
+        }
+        if let Err(e) = engine::decrypt(&bytes, &op.identity, &label) {
+            out.push(f(
+                &label,
+                "decrypt",
+                format!("operator '{name}' cannot open it: {e}"),
+            ));
+        }
+        let rel = path
+            .strip_prefix(repo.secrets_dir())
+            .map(|p| p.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if let ["hosts", host, _] = rel.split('/').collect::<Vec<_>>().as_slice() {
+            let key = repo.extra_key(host);
+            if key.exists() {
+                let id = engine::Identity {
+                    key_file: key.clone(),
+                };
+                if let Err(e) = engine::decrypt(&bytes, &id, &label) {
+                    out.push(f(
+                        &label,
+                        "decrypt",
+                        format!("the host key in {} cannot open it: {e}", repo.rel(&key)),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -80,7 +80,14 @@ pub fn private_dir(allow_persistent: bool) -> anyhow::Result<PrivateDir> {
         candidates.push(PathBuf::from(d));
     }
     candidates.push(PathBuf::from("/dev/shm"));
-    let base = candidates.into_iter().find(|d| d.is_dir() && is_ram_fs(d));
+    private_dir_in(&candidates, allow_persistent)
+}
+
+fn private_dir_in(candidates: &[PathBuf], allow_persistent: bool) -> anyhow::Result<PrivateDir> {
+    let base = candidates
+        .iter()
+        .find(|d| d.is_dir() && is_ram_fs(d))
+        .cloned();
     let base = match base {
         Some(b) => b,
         None if allow_persistent => std::env::temp_dir(),
@@ -216,6 +223,27 @@ pub fn run(args: EditArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ram_filesystem_detection() {
+        assert!(!is_ram_fs(Path::new("/proc")));
+        if Path::new("/dev/shm").is_dir() {
+            assert!(is_ram_fs(Path::new("/dev/shm")));
+        }
+    }
+
+    #[test]
+    fn persistent_dir_is_refused_unless_allowed() {
+        let e = private_dir_in(&[PathBuf::from("/proc")], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no RAM filesystem") && e.contains("--allow-persistent-tmp"),
+            "{e}"
+        );
+        let d = private_dir_in(&[PathBuf::from("/proc")], true).unwrap();
+        assert!(d.path.starts_with(std::env::temp_dir()));
+    }
 
     #[test]
     fn private_dir_is_0700_and_removed_on_drop() {

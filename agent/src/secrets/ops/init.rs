@@ -183,6 +183,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     }
     let recipients = keys::host_secret_recipients(&host_key.recipient, &operators);
     let mut missing = Vec::new();
+    let mut stale = Vec::new();
     for (name, spec) in &host.secrets {
         let path = repo.host_secret(&args.host, name);
         let label = repo.rel(&path).to_string();
@@ -194,6 +195,13 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
                     "{label}: must hold exactly one top-level key '{name}' (found {:?})",
                     env.top_level_keys
                 );
+            }
+            let have: std::collections::BTreeSet<&str> =
+                env.age_recipients.iter().map(String::as_str).collect();
+            let want: std::collections::BTreeSet<&str> =
+                recipients.iter().map(String::as_str).collect();
+            if have != want {
+                stale.push(name.clone());
             }
             plan.unchanged.push(path);
             super::plan_extra_copy(&mut plan, repo, &args.host, name, &SecretBytes::new(bytes));
@@ -250,6 +258,14 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         ));
     }
 
+    if !stale.is_empty() {
+        plan.notes.push(format!(
+            "recipients differ from the fleet for: {} (init never re-encrypts existing files): run `clawdlets secrets rekey --host {}`",
+            stale.join(", "),
+            args.host
+        ));
+    }
+
     // 6. Extra-files copies of secrets no longer declared would resurrect on install: drop them.
     if let Ok(rd) = std::fs::read_dir(repo.extra_secrets_dir(&args.host)) {
         for e in rd.flatten() {
@@ -294,17 +310,32 @@ fn describe(spec: &ValueSpec) -> String {
 pub fn plan_gitignore(plan: &mut Plan, ctx: &Ctx) -> anyhow::Result<()> {
     let path = ctx.repo.gitignore();
     let current = std::fs::read_to_string(&path).unwrap_or_default();
-    let ignored = current.lines().map(str::trim).any(|l| {
-        matches!(
-            l,
-            ".clawdlets"
-                | ".clawdlets/"
-                | "/.clawdlets"
-                | "/.clawdlets/"
-                | ".clawdlets/**"
-                | "/.clawdlets/**"
-        )
-    });
+    // Ask git when this is a work tree (any pattern style, global excludes); else read the file.
+    let by_git = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&ctx.repo.root)
+        .args([
+            "check-ignore",
+            "-q",
+            "--no-index",
+            ".clawdlets/keys/operators/x.agekey",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()
+        .and_then(|s| s.code());
+    let ignored = by_git == Some(0)
+        || current.lines().map(str::trim).any(|l| {
+            matches!(
+                l,
+                ".clawdlets"
+                    | ".clawdlets/"
+                    | "/.clawdlets"
+                    | "/.clawdlets/"
+                    | ".clawdlets/**"
+                    | "/.clawdlets/**"
+            )
+        });
     if !ignored {
         let mut text = current.clone();
         if !text.is_empty() && !text.ends_with('\n') {

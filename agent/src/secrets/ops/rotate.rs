@@ -44,6 +44,16 @@ pub fn run(args: RotateArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    if let Some(p) = &provided {
+        for n in p.names() {
+            if !host.secrets.contains_key(n) {
+                bail!(
+                    "--from-json: '{n}' is not declared in hosts.{}.secrets",
+                    args.host
+                );
+            }
+        }
+    }
     if let Some(code) = super::refuse_early(&guard, &args.host, true) {
         return Ok(code);
     }
