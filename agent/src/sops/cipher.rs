@@ -197,6 +197,9 @@ fn parse_go_float(s: &str) -> Option<f64> {
     }
 }
 
+/// Plaintext bytes, sops type name and IV of one decrypted value.
+pub type Decrypted = (Zeroizing<Vec<u8>>, String, Vec<u8>);
+
 /// Key of the IV stash: the AAD plus the typed plaintext.
 type StashKey = (String, &'static str, Vec<u8>);
 
@@ -298,11 +301,7 @@ impl Cipher {
     }
 
     /// Decrypts raw bytes and the type name of one `ENC[...]` string, without remembering the IV.
-    pub fn decrypt_raw(
-        &self,
-        enc: &str,
-        aad: &str,
-    ) -> Result<(Zeroizing<Vec<u8>>, String, Vec<u8>), String> {
+    pub fn decrypt_raw(&self, enc: &str, aad: &str) -> Result<Decrypted, String> {
         let v = EncValue::parse(enc)?;
         if v.tag.len() != TAG_LEN {
             return Err(format!(
