@@ -2,6 +2,9 @@
 //! sops' own stores. Stores know nothing of crypto: an encrypted file is a tree whose values are
 //! `ENC[...]` strings plus the `sops` metadata, returned separately as a plain map.
 
+pub mod dotenv;
+pub mod flatten;
+pub mod ini;
 pub mod yaml;
 
 use std::path::Path;
