@@ -314,7 +314,7 @@ impl Builder<'_> {
         let mut first_empty = true;
         let mut recent_empty = false;
         let mut idx = first;
-        let mut mark_deep = |comments: &mut Vec<Comment>, block: &mut Vec<usize>, deep: bool| {
+        let mark_deep = |comments: &mut Vec<Comment>, block: &mut Vec<usize>, deep: bool| {
             for &i in block.iter() {
                 comments[i].deep = deep;
             }
