@@ -3,3 +3,4 @@
 
 mod common;
 mod sops;
+mod sops_stores;
