@@ -197,6 +197,9 @@ fn parse_go_float(s: &str) -> Option<f64> {
     }
 }
 
+/// Plaintext bytes, sops type name and IV of one decrypted value.
+pub type Decrypted = (Zeroizing<Vec<u8>>, String, Vec<u8>);
+
 /// Key of the IV stash: the AAD plus the typed plaintext.
 type StashKey = (String, &'static str, Vec<u8>);
 
@@ -298,11 +301,7 @@ impl Cipher {
     }
 
     /// Decrypts raw bytes and the type name of one `ENC[...]` string, without remembering the IV.
-    pub fn decrypt_raw(
-        &self,
-        enc: &str,
-        aad: &str,
-    ) -> Result<(Zeroizing<Vec<u8>>, String, Vec<u8>), String> {
+    pub fn decrypt_raw(&self, enc: &str, aad: &str) -> Result<Decrypted, String> {
         let v = EncValue::parse(enc)?;
         if v.tag.len() != TAG_LEN {
             return Err(format!(
@@ -409,5 +408,59 @@ mod tests {
             go_time_text("2001-12-14T21:59:43+00:00"),
             "2001-12-14T21:59:43Z"
         );
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Arbitrary text never panics the parser or the decryptor.
+            #[test]
+            fn arbitrary_text_never_panics(s in "\\PC{0,300}") {
+                let _ = EncValue::parse(&s);
+                let mut c = Cipher::new(&[3u8; 32]);
+                let _ = c.decrypt(&s, "a:");
+            }
+
+            /// Near-valid ENC strings (fields drawn from base64 and delimiter characters) never
+            /// panic, whatever their lengths.
+            #[test]
+            fn near_valid_values_never_panic(
+                d in "[A-Za-z0-9+/=,:\\]]{0,64}",
+                iv in "[A-Za-z0-9+/=]{0,64}",
+                tag in "[A-Za-z0-9+/=]{0,32}",
+                kind in "[a-z\\]]{0,8}",
+            ) {
+                let s = format!("ENC[AES256_GCM,data:{d},iv:{iv},tag:{tag},type:{kind}]");
+                let mut c = Cipher::new(&[3u8; 32]);
+                let _ = c.decrypt(&s, "a:");
+            }
+
+            /// format → parse is the identity.
+            #[test]
+            fn format_parse_roundtrip(
+                data in proptest::collection::vec(any::<u8>(), 1..64),
+                iv in proptest::collection::vec(any::<u8>(), 32),
+                tag in proptest::collection::vec(any::<u8>(), 16),
+                kind in "(str|int|float|bool|time|comment|bytes)",
+            ) {
+                let v = EncValue { data, iv, tag, kind };
+                prop_assert_eq!(EncValue::parse(&v.format()).unwrap(), v);
+            }
+
+            /// Any scalar survives encrypt → decrypt with the same AAD, and fails with another.
+            #[test]
+            fn scalars_roundtrip(s in "\\PC{1,40}", i in any::<i64>(), f in any::<f64>().prop_filter("finite", |f| f.is_finite()), b in any::<bool>()) {
+                let mut c = Cipher::new(&[9u8; 32]);
+                for v in [Value::str(&s), Value::Int(i), Value::Float(f), Value::Bool(b)] {
+                    let enc = c.encrypt(&v, "x:y:").unwrap();
+                    prop_assert_eq!(&c.decrypt(&enc, "x:y:").unwrap(), &v);
+                    prop_assert!(c.decrypt(&enc, "x:z:").is_err());
+                }
+            }
+        }
     }
 }

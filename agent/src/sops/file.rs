@@ -226,18 +226,40 @@ impl EncryptedFile {
         format: Format,
         opts: &EncryptOptions,
     ) -> Result<EncryptedFile, SopsError> {
+        EncryptedFile::encrypt_from(tree, format, format, opts)
+    }
+
+    /// `encrypt` for a tree read in `input` format and written in `output` format. Binary input
+    /// is sops' single-value store: rules and `mac_only_encrypted` are ignored (the one value is
+    /// always encrypted) and no rule is written, exactly like sops.
+    pub fn encrypt_from(
+        tree: &Tree,
+        input: Format,
+        output: Format,
+        opts: &EncryptOptions,
+    ) -> Result<EncryptedFile, SopsError> {
         if tree.documents.iter().any(|d| d.get("sops").is_some()) {
             return Err(SopsError::Encrypt(
                 "the input already has a top-level 'sops' key: it is already encrypted".into(),
             ));
         }
-        let rule = opts.rule.clone().normalized();
+        let single_value = input == Format::Binary;
+        let mut rule = opts.rule.clone().normalized();
+        if single_value {
+            if rule != EncryptionRule::Default {
+                tracing::warn!("encryption rules do not apply to binary input; ignored");
+            }
+            rule = EncryptionRule::Default;
+        } else if rule == EncryptionRule::Default {
+            rule = EncryptionRule::UnencryptedSuffix(walk::DEFAULT_UNENCRYPTED_SUFFIX.into());
+        }
         rule.validate()?;
+        let mac_only_encrypted = opts.mac_only_encrypted && !single_value;
         let threshold = opts.shamir_threshold.unwrap_or(0);
         let key = new_data_key();
         let groups = wrap_groups(&key, &opts.key_groups, threshold, &[])?;
         let mut file = EncryptedFile {
-            format,
+            format: output,
             tree: Tree::default(),
             metadata: Metadata {
                 shamir_threshold: if groups.len() > 1 && threshold == 0 {
@@ -249,7 +271,7 @@ impl EncryptedFile {
                 lastmodified: String::new(),
                 mac: String::new(),
                 rule,
-                mac_only_encrypted: opts.mac_only_encrypted,
+                mac_only_encrypted,
                 version: SOPS_FORMAT_VERSION.to_string(),
             },
         };

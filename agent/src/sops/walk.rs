@@ -299,11 +299,18 @@ impl<'a> Walker<'a> {
                     let r = self.value(item);
                     self.shown.pop();
                     let nv = r?;
-                    out.push(match (is_comment, nv) {
-                        (true, Value::Str(s)) => {
-                            Value::Comment(String::from_utf8_lossy(s.expose()).into_owned())
+                    // sops keeps what the leaf callback returns in lists: an encrypted comment
+                    // becomes a plain `ENC[…type:comment]` string element (it decrypts back to a
+                    // comment), unlike comments in maps.
+                    out.push(match nv {
+                        Value::Comment(c)
+                            if self.mode == Mode::Encrypt
+                                && is_comment
+                                && c.starts_with("ENC[") =>
+                        {
+                            Value::str(&c)
                         }
-                        (_, nv) => nv,
+                        nv => nv,
                     });
                     if !is_comment {
                         self.comments.last_mut().expect("pushed above").clear();

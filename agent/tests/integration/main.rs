@@ -4,3 +4,4 @@
 mod common;
 mod secrets_ops;
 mod sops;
+mod sops_stores;
