@@ -101,19 +101,21 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     // 2. `.clawdlets/` must never be committed.
     plan_gitignore(&mut plan, &ctx)?;
 
+    // Enrolment: a new operator of a fleet that already has host keys can read nothing yet
+    // (and must not rewrite .sops.yaml without the other hosts' rules). Create the key, record
+    // the recipient, and stop; an existing operator then runs `rekey`.
+    if new_op_key && ctx.fleet.hosts.keys().any(|h| repo.host_key_file(h).exists()) {
+        plan.notes.push(
+            "enrolment: commit fleet/clawdlets.json with your recipient; an existing operator then runs `clawdlets secrets rekey` so you can read the fleet's secrets"
+                .to_string(),
+        );
+        return super::execute(&ctx, &plan, &guard, &args.host);
+    }
+
     // 3. The host key: decrypt the existing one, recover it from extra-files, or generate.
     let key_file = repo.host_key_file(&args.host);
     let extra_key = repo.extra_key(&args.host);
     let host_key = if key_file.exists() {
-        if new_op_key {
-            // Enrolment: a new operator of an existing fleet can read nothing yet. Create the
-            // key, record the recipient, and stop; an existing operator then runs `rekey`.
-            plan.notes.push(format!(
-                "enrolment: commit fleet/clawdlets.json with your recipient; an existing operator then runs `clawdlets secrets rekey` so you can read {}'s secrets",
-                args.host
-            ));
-            return super::execute(&ctx, &plan, &guard, &args.host);
-        }
         let k = keys::read_host_key(repo, &args.host, &identity)?.expect("exists");
         if extra_key.exists() {
             let on_disk = keys::read_key_file(&extra_key)?;
