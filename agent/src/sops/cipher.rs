@@ -7,6 +7,7 @@
 //! never puts a plaintext value into an error.
 
 use std::collections::HashMap;
+#[cfg(test)]
 use std::sync::LazyLock;
 
 use aes_gcm::aead::consts::{U12, U32};
@@ -16,6 +17,7 @@ use aes_gcm::{AesGcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
+#[cfg(test)]
 use regex::Regex;
 use zeroize::Zeroizing;
 
@@ -30,10 +32,41 @@ type StdGcm = AesGcm<Aes256, U12>;
 const NONCE_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 
-/// sops' own pattern: prefix anchored, greedy groups, end not anchored.
+/// sops' own pattern: prefix anchored, greedy groups, end not anchored. `split_fields` computes
+/// the same captures without a regex engine (it is on the hot path); a proptest checks them equal.
+#[cfg(test)]
 static ENC_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]").expect("valid regex")
 });
+
+const ENC_PREFIX: &str = "ENC[AES256_GCM,data:";
+
+/// The four captures of sops' greedy pattern. `.` stops at a newline, so only the first line
+/// counts; each greedy group ends at the last separator that still lets the rest match, found
+/// right to left: the last `]`, the last `,type:` before it (one char at least in between), the
+/// last `,tag:` before that, the last `,iv:` before that.
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+fn split_fields(s: &str) -> Option<[&str; 4]> {
+    let rest = s.strip_prefix(ENC_PREFIX)?;
+    let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    // Each separator must lie wholly before the previous one's position minus one character
+    // (the group between them is `.+`).
+    // Byte positions: the separators are ASCII, so every cut below is a char boundary.
+    let b = line.as_bytes();
+    let r = rfind(b, b"]")?;
+    let t = rfind(&b[..r.checked_sub(1)?], b",type:")?;
+    let g = rfind(&b[..t.checked_sub(1)?], b",tag:")?;
+    let v = rfind(&b[..g.checked_sub(1)?], b",iv:").filter(|&v| v >= 1)?;
+    Some([
+        &line[..v],
+        &line[v + 4..g],
+        &line[g + 5..t],
+        &line[t + 6..r],
+    ])
+}
 
 /// A parsed `ENC[...]` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,18 +85,17 @@ pub fn is_enc(s: &[u8]) -> bool {
 impl EncValue {
     /// Parses an `ENC[...]` string exactly as sops does. The error never echoes the value.
     pub fn parse(s: &str) -> Result<EncValue, String> {
-        let caps = ENC_RE
-            .captures(s)
+        let [data, iv, tag, kind] = split_fields(s)
             .ok_or_else(|| "value is not an ENC[AES256_GCM,...] string".to_string())?;
-        let field = |i: usize, name: &str| {
-            B64.decode(caps.get(i).map_or("", |m| m.as_str()))
+        let field = |text: &str, name: &str| {
+            B64.decode(text)
                 .map_err(|e| format!("invalid base64 in {name}: {e}"))
         };
         Ok(EncValue {
-            data: field(1, "data")?,
-            iv: field(2, "iv")?,
-            tag: field(3, "tag")?,
-            kind: caps.get(4).map_or("", |m| m.as_str()).to_string(),
+            data: field(data, "data")?,
+            iv: field(iv, "iv")?,
+            tag: field(tag, "tag")?,
+            kind: kind.to_string(),
         })
     }
 
@@ -415,7 +447,7 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
             /// Arbitrary text never panics the parser or the decryptor.
             #[test]
@@ -437,6 +469,19 @@ mod tests {
                 let s = format!("ENC[AES256_GCM,data:{d},iv:{iv},tag:{tag},type:{kind}]");
                 let mut c = Cipher::new(&[3u8; 32]);
                 let _ = c.decrypt(&s, "a:");
+            }
+
+            /// The hand-written splitter captures exactly what sops' regex captures.
+            #[test]
+            fn splitter_matches_sops_regex(
+                parts in proptest::collection::vec("[a-zé=\\]\\n]{0,3}|,iv:|,tag:|,type:|\\]", 0..14),
+            ) {
+                let s = format!("ENC[AES256_GCM,data:{}", parts.concat());
+                let expected = ENC_RE.captures(&s).map(|c| {
+                    [1, 2, 3, 4].map(|i| c.get(i).map_or("", |m| m.as_str()).to_string())
+                });
+                let got = split_fields(&s).map(|a| a.map(str::to_string));
+                prop_assert_eq!(got, expected, "{:?}", s);
             }
 
             /// format → parse is the identity.

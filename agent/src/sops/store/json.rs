@@ -523,7 +523,9 @@ mod tests {
             prop_oneof![
                 Just(Value::Null),
                 any::<bool>().prop_map(Value::Bool),
-                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::Float),
                 "\\PC{0,20}".prop_map(|s| Value::str(&s)),
             ]
         }
@@ -533,7 +535,10 @@ mod tests {
                 prop_oneof![
                     proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
                     proptest::collection::vec(("\\PC{0,8}", inner), 0..6).prop_map(|kv| {
-                        Value::Map(Map(kv.into_iter().map(|(k, v)| MapItem::Pair(k, v)).collect()))
+                        Value::Map(Map(kv
+                            .into_iter()
+                            .map(|(k, v)| MapItem::Pair(k, v))
+                            .collect()))
                     }),
                 ]
             })
