@@ -111,6 +111,35 @@ fn bench(c: &mut Criterion) {
         g.bench_function("clawdlets", |b| {
             b.iter(|| black_box(clawdlets_decrypt(black_box(&f))))
         });
+        if n > 1 {
+            // Where the time goes: the YAML store (parse, emit) and the engine (decrypt + MAC).
+            let file = EncryptedFile::parse(&f.bytes, Format::Yaml).unwrap();
+            let tree = file.decrypt(&f.keys).unwrap();
+            g.bench_function("part_parse_yaml", |b| {
+                b.iter(|| {
+                    black_box(EncryptedFile::parse(black_box(&f.bytes), Format::Yaml).unwrap())
+                })
+            });
+            g.bench_function("part_decrypt_and_mac", |b| {
+                b.iter(|| black_box(file.decrypt(black_box(&f.keys)).unwrap()))
+            });
+            g.bench_function("part_emit_yaml", |b| {
+                b.iter(|| black_box(tree.emit(Format::Yaml).unwrap()))
+            });
+            let json = file.clone().with_format(Format::Json).to_bytes().unwrap();
+            g.bench_function("clawdlets_json", |b| {
+                b.iter(|| {
+                    let file = EncryptedFile::parse(black_box(&json), Format::Json).unwrap();
+                    black_box(
+                        file.decrypt(&f.keys)
+                            .unwrap()
+                            .emit(Format::Json)
+                            .unwrap()
+                            .len(),
+                    )
+                })
+            });
+        }
         g.finish();
     }
 }

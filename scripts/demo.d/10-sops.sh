@@ -4,7 +4,7 @@
 say "sops: generate an age key"
 sops_dir="$SANDBOX/sops"
 mkdir -p "$sops_dir"
-"$BIN" sops keygen -o "$sops_dir/age.key"
+"$BIN" sops keygen -o "$sops_dir/age.key" 2>/dev/null
 sops_recipient=$("$BIN" sops keygen -y "$sops_dir/age.key")
 echo "recipient: $sops_recipient"
 

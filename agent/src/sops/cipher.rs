@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use aes_gcm::aead::consts::{U12, U32};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::aes::Aes256;
 use aes_gcm::{AesGcm, Nonce};
 use base64::Engine;
@@ -197,11 +197,12 @@ pub fn plain_bytes(value: &Value) -> Option<(Zeroizing<Vec<u8>>, &'static str)> 
 }
 
 /// Turns decrypted bytes of a given sops type back into a value (`Cipher.Decrypt`).
-pub fn typed_value(bytes: Zeroizing<Vec<u8>>, kind: &str) -> Result<Value, String> {
+pub fn typed_value(mut bytes: Zeroizing<Vec<u8>>, kind: &str) -> Result<Value, String> {
     let text =
         || std::str::from_utf8(&bytes).map_err(|_| format!("decrypted {kind} value is not UTF-8"));
     Ok(match kind {
-        "str" | "bytes" => Value::Str(SecretBytes::new(bytes.to_vec())),
+        // Moved, not copied: the Vec is owned by the zeroizing SecretBytes from here on.
+        "str" | "bytes" => Value::Str(SecretBytes::new(std::mem::take(&mut *bytes))),
         "int" => Value::Int(
             text()?
                 .parse::<i64>()
@@ -238,6 +239,10 @@ type StashKey = (String, &'static str, Vec<u8>);
 /// Encrypts and decrypts values with one data key; remembers IVs of decrypted values.
 pub struct Cipher {
     key: Zeroizing<[u8; 32]>,
+    /// The expanded key, built once (it is the per-value hot path).
+    gcm: Box<SopsGcm>,
+    /// Whether `decrypt` remembers IVs (only needed before re-encrypting).
+    record: bool,
     /// Plaintext of decrypted values keyed to their IV; wiped when the cipher is dropped.
     stash: HashMap<StashKey, Vec<u8>>,
 }
@@ -252,11 +257,22 @@ impl Drop for Cipher {
 }
 
 impl Cipher {
+    /// A cipher that does not remember IVs (decrypt-only use).
     pub fn new(key: &[u8; 32]) -> Cipher {
         Cipher {
             key: Zeroizing::new(*key),
+            gcm: Box::new(SopsGcm::new(key.into())),
+            record: false,
             stash: HashMap::new(),
         }
+    }
+
+    /// A cipher whose `decrypt` remembers each value's IV, so that re-encrypting an unchanged
+    /// value reproduces its ciphertext.
+    pub fn with_stash(key: &[u8; 32]) -> Cipher {
+        let mut c = Cipher::new(key);
+        c.record = true;
+        c
     }
 
     /// The data key this cipher uses.
@@ -299,9 +315,7 @@ impl Cipher {
         iv: &[u8],
     ) -> Result<String, String> {
         let out = if iv.len() == NONCE_LEN {
-            let gcm = SopsGcm::new_from_slice(&self.key[..])
-                .map_err(|_| "invalid data key length".to_string())?;
-            gcm.encrypt(
+            self.gcm.encrypt(
                 Nonce::<U32>::from_slice(iv),
                 Payload {
                     msg: bytes,
@@ -334,34 +348,38 @@ impl Cipher {
 
     /// Decrypts raw bytes and the type name of one `ENC[...]` string, without remembering the IV.
     pub fn decrypt_raw(&self, enc: &str, aad: &str) -> Result<Decrypted, String> {
-        let v = EncValue::parse(enc)?;
-        if v.tag.len() != TAG_LEN {
-            return Err(format!(
-                "tag must be {TAG_LEN} bytes, found {}",
-                v.tag.len()
-            ));
-        }
-        let mut ct = Vec::with_capacity(v.data.len() + TAG_LEN);
-        ct.extend_from_slice(&v.data);
-        ct.extend_from_slice(&v.tag);
-        let payload = Payload {
-            msg: &ct,
-            aad: aad.as_bytes(),
+        let [data, iv, tag, kind] = split_fields(enc)
+            .ok_or_else(|| "value is not an ENC[AES256_GCM,...] string".to_string())?;
+        let b64 = |text: &str, name: &str| {
+            B64.decode(text)
+                .map_err(|e| format!("invalid base64 in {name}: {e}"))
         };
-        let plain = match v.iv.len() {
-            NONCE_LEN => SopsGcm::new_from_slice(&self.key[..])
-                .map_err(|_| "invalid data key length".to_string())?
-                .decrypt(Nonce::<U32>::from_slice(&v.iv), payload),
+        // Decrypted in place: the buffer holding the ciphertext becomes the plaintext.
+        let mut buf = Zeroizing::new(b64(data, "data")?);
+        let iv = b64(iv, "iv")?;
+        let tag = b64(tag, "tag")?;
+        if tag.len() != TAG_LEN {
+            return Err(format!("tag must be {TAG_LEN} bytes, found {}", tag.len()));
+        }
+        let tag = aes_gcm::Tag::from_slice(&tag);
+        let aad_b = aad.as_bytes();
+        match iv.len() {
+            NONCE_LEN => self.gcm.decrypt_in_place_detached(
+                Nonce::<U32>::from_slice(&iv),
+                aad_b,
+                &mut buf,
+                tag,
+            ),
             12 => StdGcm::new_from_slice(&self.key[..])
                 .map_err(|_| "invalid data key length".to_string())?
-                .decrypt(Nonce::<U12>::from_slice(&v.iv), payload),
+                .decrypt_in_place_detached(Nonce::<U12>::from_slice(&iv), aad_b, &mut buf, tag),
             n => return Err(format!("unsupported iv length {n} (expected 32)")),
         }
         .map_err(|_| {
             "authentication failed: wrong data key, or the ciphertext, tag or key path was altered"
                 .to_string()
         })?;
-        Ok((Zeroizing::new(plain), v.kind, v.iv))
+        Ok((buf, kind.to_string(), iv))
     }
 
     /// Decrypts one value; `""` decrypts to `""`. Stashes the IV for minimal re-encryption diffs.
@@ -371,8 +389,10 @@ impl Cipher {
         }
         let (plain, kind, iv) = self.decrypt_raw(enc, aad)?;
         let value = typed_value(plain, &kind)?;
-        if let Some((bytes, k)) = plain_bytes(&value) {
-            self.stash.insert((aad.to_string(), k, bytes.to_vec()), iv);
+        if self.record {
+            if let Some((bytes, k)) = plain_bytes(&value) {
+                self.stash.insert((aad.to_string(), k, bytes.to_vec()), iv);
+            }
         }
         Ok(value)
     }
@@ -398,7 +418,7 @@ mod tests {
 
     #[test]
     fn roundtrip_and_stash() {
-        let mut c = Cipher::new(&[7u8; 32]);
+        let mut c = Cipher::with_stash(&[7u8; 32]);
         let enc = c.encrypt(&Value::str("hunter2"), "a:b:").unwrap();
         assert!(enc.starts_with("ENC[AES256_GCM,data:"));
         assert!(enc.ends_with(",type:str]"));
