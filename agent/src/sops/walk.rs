@@ -476,10 +476,10 @@ mod tests {
     #[test]
     fn regex_rules_search_each_component() {
         let r = Compiled::new(&EncryptionRule::EncryptedRegex("^pw$".into())).unwrap();
-        assert!(r.should_encrypt(&["db".into(), "pw".into()], &[], false));
-        assert!(!r.should_encrypt(&["db".into(), "pw2".into()], &[], false));
+        assert!(r.should_encrypt(&["db", "pw"], &[], false));
+        assert!(!r.should_encrypt(&["db", "pw2"], &[], false));
         let r = Compiled::new(&EncryptionRule::UnencryptedRegex("port".into())).unwrap();
-        assert!(!r.should_encrypt(&["db".into(), "the_port_x".into()], &[], false));
+        assert!(!r.should_encrypt(&["db", "the_port_x"], &[], false));
     }
 
     #[test]
