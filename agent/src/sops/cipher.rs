@@ -231,7 +231,7 @@ fn parse_go_float(s: &str) -> Option<f64> {
 }
 
 /// Plaintext bytes, sops type name and IV of one decrypted value.
-pub type Decrypted = (Zeroizing<Vec<u8>>, String, Vec<u8>);
+pub type Decrypted<'e> = (Zeroizing<Vec<u8>>, &'e str, Vec<u8>);
 
 /// Key of the IV stash: the AAD plus the typed plaintext.
 type StashKey = (String, &'static str, Vec<u8>);
@@ -347,7 +347,7 @@ impl Cipher {
     }
 
     /// Decrypts raw bytes and the type name of one `ENC[...]` string, without remembering the IV.
-    pub fn decrypt_raw(&self, enc: &str, aad: &str) -> Result<Decrypted, String> {
+    pub fn decrypt_raw<'e>(&self, enc: &'e str, aad: &str) -> Result<Decrypted<'e>, String> {
         let [data, iv, tag, kind] = split_fields(enc)
             .ok_or_else(|| "value is not an ENC[AES256_GCM,...] string".to_string())?;
         let b64 = |text: &str, name: &str| {
@@ -357,11 +357,15 @@ impl Cipher {
         // Decrypted in place: the buffer holding the ciphertext becomes the plaintext.
         let mut buf = Zeroizing::new(b64(data, "data")?);
         let iv = b64(iv, "iv")?;
-        let tag = b64(tag, "tag")?;
-        if tag.len() != TAG_LEN {
-            return Err(format!("tag must be {TAG_LEN} bytes, found {}", tag.len()));
+        // The tag is decoded on the stack: anything but 16 bytes is refused.
+        let mut tag_buf = [0u8; 24];
+        let tag_len = B64
+            .decode_slice(tag, &mut tag_buf)
+            .map_err(|_| format!("tag must be {TAG_LEN} base64-encoded bytes"))?;
+        if tag_len != TAG_LEN {
+            return Err(format!("tag must be {TAG_LEN} bytes, found {tag_len}"));
         }
-        let tag = aes_gcm::Tag::from_slice(&tag);
+        let tag = aes_gcm::Tag::from_slice(&tag_buf[..TAG_LEN]);
         let aad_b = aad.as_bytes();
         match iv.len() {
             NONCE_LEN => self.gcm.decrypt_in_place_detached(
@@ -379,7 +383,7 @@ impl Cipher {
             "authentication failed: wrong data key, or the ciphertext, tag or key path was altered"
                 .to_string()
         })?;
-        Ok((buf, kind.to_string(), iv))
+        Ok((buf, kind, iv))
     }
 
     /// Decrypts one value; `""` decrypts to `""`. Stashes the IV for minimal re-encryption diffs.
@@ -388,7 +392,7 @@ impl Cipher {
             return Ok(Value::Str(SecretBytes::default()));
         }
         let (plain, kind, iv) = self.decrypt_raw(enc, aad)?;
-        let value = typed_value(plain, &kind)?;
+        let value = typed_value(plain, kind)?;
         if self.record {
             if let Some((bytes, k)) = plain_bytes(&value) {
                 self.stash.insert((aad.to_string(), k, bytes.to_vec()), iv);
