@@ -191,9 +191,13 @@ impl EncryptedFile {
     }
 
     /// Decrypts and verifies; returns the cipher (with its IV stash) for minimal re-encryption.
-    fn open(&self, keys: &Keyring) -> Result<(Tree, Cipher), SopsError> {
+    fn open(&self, keys: &Keyring, stash: bool) -> Result<(Tree, Cipher), SopsError> {
         let key = self.data_key(keys)?;
-        let mut cipher = Cipher::new(&key);
+        let mut cipher = if stash {
+            Cipher::with_stash(&key)
+        } else {
+            Cipher::new(&key)
+        };
         let walked = walk::decrypt_tree(
             &self.tree,
             &self.metadata.rule,
@@ -217,7 +221,7 @@ impl EncryptedFile {
 
     /// Decrypts every value. The MAC is always verified.
     pub fn decrypt(&self, keys: &Keyring) -> Result<Tree, SopsError> {
-        self.open(keys).map(|(t, _)| t)
+        self.open(keys, false).map(|(t, _)| t)
     }
 
     /// Encrypts a plaintext tree for new key groups with a fresh data key.
@@ -304,7 +308,7 @@ impl EncryptedFile {
     /// whose plaintext and key path did not change keep their exact ciphertext (sops' stash), so
     /// diffs stay minimal. Needs a key that opens the file now.
     pub fn set_tree(&mut self, keys: &Keyring, tree: &Tree) -> Result<(), SopsError> {
-        let (_, mut cipher) = self.open(keys)?;
+        let (_, mut cipher) = self.open(keys, true)?;
         self.seal(tree, &mut cipher)
     }
 
@@ -322,7 +326,7 @@ impl EncryptedFile {
     ) -> Result<(), SopsError> {
         let key = self.data_key(keys)?;
         // Verify the MAC before trusting this file enough to re-key it.
-        self.open(keys)?;
+        self.open(keys, false)?;
         let threshold = threshold.unwrap_or(self.metadata.shamir_threshold);
         let keep: &[KeyGroup] = if groups.0.len() == 1 && self.metadata.key_groups.len() == 1 {
             &self.metadata.key_groups

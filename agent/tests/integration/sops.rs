@@ -1159,3 +1159,81 @@ fn set_tree_keeps_unchanged_ciphertexts() {
         b"a: one\nb: changed\nnum: 5\n".to_vec()
     );
 }
+
+/// Several recipients: any one of the keys opens a file either tool wrote; dotenv and INI files
+/// report tampering with the key path too.
+#[test]
+fn several_recipients_and_text_formats() {
+    if !have_tools("several_recipients_and_text_formats") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let ks: Vec<_> = (1..=3).map(|i| age_keygen(d, &format!("r{i}"))).collect();
+    let all = ks
+        .iter()
+        .map(|k| k.recipient.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    std::fs::write(
+        d.join("p.env"),
+        "DB_PASSWORD=hunter2\nMULTI=a\\nb\nEMPTY=\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("p.ini"),
+        "[db]\npassword = hunter2\nport     = 5432\n",
+    )
+    .unwrap();
+    for name in ["p.env", "p.ini"] {
+        let theirs = run_ok(sops_with_key(d, &ks[0].file).args(["-e", "--age", &all, name]));
+        let mine = run_ok(ours(d).args(["encrypt", "--age", &all, name]));
+        for (n, enc) in [&theirs, &mine].into_iter().enumerate() {
+            let p = d.join(format!("e{n}-{name}"));
+            std::fs::write(&p, enc).unwrap();
+            let reference = run_ok(sops_with_key(d, &ks[n + 1].file).arg("-d").arg(&p));
+            assert_eq!(reference, std::fs::read(d.join(name)).unwrap(), "{name}");
+            for k in &ks {
+                assert_eq!(
+                    run_ok(
+                        ours(d)
+                            .args(["decrypt", "--age-key-file"])
+                            .arg(&k.file)
+                            .arg(&p)
+                    ),
+                    reference
+                );
+            }
+            let f = EncryptedFile::read(&p, Format::from_path(&p)).unwrap();
+            assert_eq!(
+                f.age_recipients(),
+                ks.iter().map(|k| k.recipient.clone()).collect::<Vec<_>>()
+            );
+        }
+        // Tampering names the key.
+        let text = String::from_utf8(mine).unwrap();
+        let anchor = if name.ends_with("env") {
+            "DB_PASSWORD="
+        } else {
+            "password"
+        };
+        let bad = d.join(format!("bad-{name}"));
+        std::fs::write(&bad, flip_field(&text, anchor, "data:")).unwrap();
+        let out = run_fail(
+            ours(d)
+                .args(["decrypt", "--age-key-file"])
+                .arg(&ks[0].file)
+                .arg(&bad),
+        );
+        let err = stderr_of(&out);
+        assert!(out.stdout.is_empty() && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains(if name.ends_with("env") {
+                "DB_PASSWORD"
+            } else {
+                "db.password"
+            }),
+            "{err}"
+        );
+    }
+}

@@ -366,29 +366,53 @@ pub fn write_string(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     for chunk in s.utf8_chunks() {
-        for ch in chunk.valid().chars() {
-            match ch {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                '\u{8}' => out.extend_from_slice(b"\\b"),
-                '\u{c}' => out.extend_from_slice(b"\\f"),
-                '<' | '>' | '&' | '\u{0}'..='\u{1f}' => {
-                    let b = ch as u8;
+        let text = chunk.valid();
+        let bytes = text.as_bytes();
+        // Copy runs of bytes that need no escaping; handle the rest one character at a time.
+        let mut run = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let plain_ascii =
+                (0x20..0x80).contains(&b) && !matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&');
+            if plain_ascii {
+                i += 1;
+                continue;
+            }
+            if b >= 0x80 {
+                let ch = text[i..].chars().next().unwrap_or('\u{FFFD}');
+                let len = ch.len_utf8();
+                if ch == '\u{2028}' || ch == '\u{2029}' {
+                    out.extend_from_slice(&bytes[run..i]);
+                    out.extend_from_slice(if ch == '\u{2028}' {
+                        b"\\u2028"
+                    } else {
+                        b"\\u2029"
+                    });
+                    run = i + len;
+                }
+                i += len;
+                continue;
+            }
+            out.extend_from_slice(&bytes[run..i]);
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                8 => out.extend_from_slice(b"\\b"),
+                12 => out.extend_from_slice(b"\\f"),
+                _ => {
                     out.extend_from_slice(b"\\u00");
                     out.push(HEX[(b >> 4) as usize]);
                     out.push(HEX[(b & 15) as usize]);
                 }
-                '\u{2028}' => out.extend_from_slice(b"\\u2028"),
-                '\u{2029}' => out.extend_from_slice(b"\\u2029"),
-                c => {
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
             }
+            i += 1;
+            run = i;
         }
+        out.extend_from_slice(&bytes[run..]);
         if !chunk.invalid().is_empty() {
             out.extend_from_slice(b"\\ufffd");
         }
@@ -523,7 +547,9 @@ mod tests {
             prop_oneof![
                 Just(Value::Null),
                 any::<bool>().prop_map(Value::Bool),
-                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::Float),
                 "\\PC{0,20}".prop_map(|s| Value::str(&s)),
             ]
         }
@@ -533,7 +559,10 @@ mod tests {
                 prop_oneof![
                     proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
                     proptest::collection::vec(("\\PC{0,8}", inner), 0..6).prop_map(|kv| {
-                        Value::Map(Map(kv.into_iter().map(|(k, v)| MapItem::Pair(k, v)).collect()))
+                        Value::Map(Map(kv
+                            .into_iter()
+                            .map(|(k, v)| MapItem::Pair(k, v))
+                            .collect()))
                     }),
                 ]
             })
