@@ -104,7 +104,13 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     // Enrolment: a new operator of a fleet that already has host keys can read nothing yet
     // (and must not rewrite .sops.yaml without the other hosts' rules). Create the key, record
     // the recipient, and stop; an existing operator then runs `rekey`.
-    if new_op_key && ctx.fleet.hosts.keys().any(|h| repo.host_key_file(h).exists()) {
+    if new_op_key
+        && ctx
+            .fleet
+            .hosts
+            .keys()
+            .any(|h| repo.host_key_file(h).exists())
+    {
         plan.notes.push(
             "enrolment: commit fleet/clawdlets.json with your recipient; an existing operator then runs `clawdlets secrets rekey` so you can read the fleet's secrets"
                 .to_string(),
