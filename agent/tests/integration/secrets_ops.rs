@@ -493,6 +493,26 @@ fn replacing_needs_confirmation_and_missing_operator_key_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not declared in hosts.fleet-1.secrets"));
 
+    // A second command on the same repo while one runs is refused (flock on the repo root).
+    {
+        use std::os::fd::AsRawFd as _;
+        let held = std::fs::File::open(&fx.repo).unwrap();
+        // SAFETY: flock on an fd this test owns.
+        assert_eq!(
+            unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        let out = fx.run_stdin(
+            &["set", "fleet-1", "api_b64", "--confirm", "fleet-1"],
+            "x\n",
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("another `clawdlets secrets` command is running")
+        );
+    }
+
     // Operator key missing: every writer refuses (could not run, exit 2).
     std::fs::rename(fx.operator_key(), fx.repo.join("moved.agekey")).unwrap();
     let before = snapshot(&fx.repo);

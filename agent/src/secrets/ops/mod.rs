@@ -79,6 +79,9 @@ pub struct Ctx {
     pub repo: Repo,
     pub fleet: Fleet,
     pub fleet_text: String,
+    /// flock on the repo root directory, held until the command ends: two commands never plan
+    /// and write the same repo at once. Locking a directory writes nothing (dry runs stay pure).
+    _lock: std::fs::File,
 }
 
 impl Ctx {
@@ -95,6 +98,19 @@ impl Ctx {
                 })?
             }
         };
+        let lock = std::fs::File::open(&repo.root)
+            .with_context(|| format!("cannot open '{}'", repo.root.display()))?;
+        {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: flock on an fd we own; released when the File is dropped (process end).
+            let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                anyhow::bail!(
+                    "another `clawdlets secrets` command is running in '{}'; try again when it has finished",
+                    repo.root.display()
+                );
+            }
+        }
         let path = repo.fleet_config();
         let fleet_text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read fleet config '{}'", path.display()))?;
@@ -103,6 +119,7 @@ impl Ctx {
             repo,
             fleet,
             fleet_text,
+            _lock: lock,
         })
     }
 
