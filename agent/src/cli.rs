@@ -26,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Read and write SOPS files with age keys, compatible with the `sops` tool.
+    Sops(Box<crate::sops::cli::SopsCmd>),
     /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -33,11 +35,15 @@ pub enum Command {
     },
     /// Hardening checks of this host, or of a remote host's SSH exposure (--remote).
     Verify(crate::verify::VerifyArgs),
+    /// Secrets: operator lifecycle (init, set, edit, rotate, rekey, check).
+    #[command(subcommand)]
+    Secrets(crate::secrets::SecretsCmd),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Sops(cmd) => crate::sops::run(*cmd),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -49,5 +55,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Success)
         }
         Command::Verify(args) => crate::verify::run(args),
+        Command::Secrets(cmd) => crate::secrets::run(cmd),
     }
 }

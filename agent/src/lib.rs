@@ -5,7 +5,9 @@
 
 pub mod cli;
 pub mod exit;
+pub mod fleet;
 pub mod logging;
 pub mod secret;
+pub mod secrets;
 pub mod sops;
 pub mod verify;

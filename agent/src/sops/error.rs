@@ -15,7 +15,10 @@ pub enum SopsError {
     },
     /// The bytes are not valid in the given format. `detail` says where (line, key path).
     #[error("invalid {format} input: {detail}")]
-    Parse { format: &'static str, detail: String },
+    Parse {
+        format: &'static str,
+        detail: String,
+    },
     /// The format name is not one of yaml, json, dotenv, ini, binary.
     #[error("unknown format '{0}' (expected yaml, json, dotenv, ini or binary)")]
     UnsupportedFormat(String),
@@ -32,7 +35,9 @@ pub enum SopsError {
     NoKey { recipients: String },
     /// The MAC over all values does not match: the file was tampered with or a value was added,
     /// removed or changed outside sops.
-    #[error("MAC mismatch: the file was modified outside sops or is corrupt (computed MAC differs from the stored one)")]
+    #[error(
+        "MAC mismatch: the file was modified outside sops or is corrupt (computed MAC differs from the stored one)"
+    )]
     MacMismatch,
     /// An `ENC[...]` value is malformed or fails authentication. `path` is the key path.
     #[error("cannot decrypt value at {path}: {detail}")]
@@ -71,6 +76,9 @@ impl SopsError {
     }
 
     pub(crate) fn parse(format: &'static str, detail: impl Into<String>) -> Self {
-        SopsError::Parse { format, detail: detail.into() }
+        SopsError::Parse {
+            format,
+            detail: detail.into(),
+        }
     }
 }

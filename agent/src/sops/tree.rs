@@ -72,7 +72,10 @@ impl Map {
 
     /// Removes `key` and returns its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        let idx = self.0.iter().position(|i| matches!(i, MapItem::Pair(k, _) if k == key))?;
+        let idx = self
+            .0
+            .iter()
+            .position(|i| matches!(i, MapItem::Pair(k, _) if k == key))?;
         match self.0.remove(idx) {
             MapItem::Pair(_, v) => Some(v),
             MapItem::Comment(_) => None,

@@ -6,7 +6,14 @@ use std::path::Path;
 use std::str::FromStr;
 
 use super::error::SopsError;
-use super::tree::{Map, Tree, Value};
+use super::tree::{Map, MapItem, Tree, Value};
+
+pub mod binary;
+pub mod dotenv;
+pub mod flatten;
+pub mod ini;
+pub mod json;
+pub mod yaml;
 
 /// The five file formats sops supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,4 +86,39 @@ pub trait Store {
 
     /// Serializes one value as `sops -d --extract` prints it: scalars raw, subtrees in this format.
     fn emit_value(&self, value: &Value) -> Result<Vec<u8>, SopsError>;
+}
+
+/// The store for a format.
+pub fn store_for(format: Format) -> Result<Box<dyn Store>, SopsError> {
+    match format {
+        Format::Json => Ok(Box::new(json::JsonStore)),
+        Format::Binary => Ok(Box::new(binary::BinaryStore)),
+        Format::Yaml => Ok(Box::new(yaml::YamlStore)),
+        Format::Dotenv => Ok(Box::new(dotenv::DotenvStore)),
+        Format::Ini => Ok(Box::new(ini::IniStore)),
+    }
+}
+
+/// Removes the top-level `sops` key of a document and returns (data, metadata). `NotSops` when
+/// the key is missing; `Metadata` when it is not a map.
+pub fn split_sops_key(mut doc: Map) -> Result<(Map, Map), SopsError> {
+    let mut meta = None;
+    let mut rest = Vec::with_capacity(doc.0.len());
+    for item in doc.0.drain(..) {
+        match item {
+            MapItem::Pair(k, v) if k == "sops" => {
+                if meta.is_none() {
+                    meta = Some(v);
+                }
+            }
+            other => rest.push(other),
+        }
+    }
+    match meta {
+        Some(Value::Map(m)) => Ok((Map(rest), m)),
+        Some(_) => Err(SopsError::Metadata(
+            "the 'sops' key is not a map".to_string(),
+        )),
+        None => Err(SopsError::NotSops),
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod netns;
 pub mod probe;
+pub mod sops;
 pub mod users;
 
 use std::path::{Path, PathBuf};

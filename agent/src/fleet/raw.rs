@@ -1,0 +1,174 @@
+//! The raw serde shape of `fleet/clawdlets.json`: exactly what the file may contain, nothing
+//! more (`deny_unknown_fields` everywhere). Semantic rules (names, ranges, references) live in
+//! `validate.rs`; this file must not grow any logic beyond defaults.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole fleet file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fleet {
+    /// Editors' schema hint (`"$schema": "../docs/fleet.schema.json"`); ignored.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    pub schema_version: u32,
+    pub operators: Vec<Operator>,
+    pub hosts: BTreeMap<String, Host>,
+}
+
+/// A person who may decrypt every secret of the fleet.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Operator {
+    pub name: String,
+    /// `age1...` X25519 recipient. Omitted for an operator who has not run `secrets init` yet;
+    /// init then generates the key and records the recipient here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_recipient: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Host {
+    #[serde(default = "default_system")]
+    pub system: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_host: Option<String>,
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub tailnet: Tailnet,
+    #[serde(default)]
+    pub ssh_exposure: SshExposure,
+    #[serde(default)]
+    pub egress: Egress,
+    #[serde(default)]
+    pub bots: BTreeMap<String, Bot>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+fn default_system() -> String {
+    "x86_64-linux".to_string()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tailnet {
+    pub mode: TailnetMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TailnetMode {
+    #[default]
+    Tailscale,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshExposure {
+    pub mode: SshExposureMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SshExposureMode {
+    #[default]
+    Bootstrap,
+    Tailnet,
+    Public,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Egress {
+    pub mode: EgressMode,
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressMode {
+    #[default]
+    SmtpOnly,
+    ProxyAllowlist,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Bot {
+    /// Names of host secrets this bot reads (each must be declared under `secrets`).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Extra egress patterns for this bot (proxy-allowlist mode).
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
+}
+
+/// A declared host secret: how its value is made, and how it is installed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Secret {
+    pub value: ValueSpec,
+    /// Owner user of `/run/secrets/<name>` (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Group of `/run/secrets/<name>` (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Octal mode of `/run/secrets/<name>` as a string, e.g. "0400" (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Installed before users are created (password hashes).
+    #[serde(default)]
+    pub needed_for_users: bool,
+    /// systemd units to restart when the value changes.
+    #[serde(default)]
+    pub restart_units: Vec<String>,
+    /// Free text for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// How a secret value is made. Generated kinds use the OS CSPRNG; `provided` values come from
+/// the operator (prompt, stdin, `--from-json`), never from the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ValueSpec {
+    /// Supplied by the operator (bot tokens, API keys).
+    Provided,
+    /// `bytes` random bytes, lower-case hex.
+    Hex { bytes: u32 },
+    /// `bytes` random bytes, standard base64 with padding.
+    Base64 { bytes: u32 },
+    /// A random password of `length` characters from [A-Za-z0-9].
+    Password { length: u32 },
+    /// An OpenSSH ed25519 private key (the public key is printed, never secret).
+    SshEd25519,
+    /// A WireGuard private key (base64 X25519, like `wg genkey`).
+    Wireguard,
+}
+
+impl ValueSpec {
+    /// The `kind` string as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ValueSpec::Provided => "provided",
+            ValueSpec::Hex { .. } => "hex",
+            ValueSpec::Base64 { .. } => "base64",
+            ValueSpec::Password { .. } => "password",
+            ValueSpec::SshEd25519 => "ssh-ed25519",
+            ValueSpec::Wireguard => "wireguard",
+        }
+    }
+
+    pub fn is_generated(&self) -> bool {
+        !matches!(self, ValueSpec::Provided)
+    }
+}
