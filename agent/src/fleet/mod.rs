@@ -205,6 +205,34 @@ mod tests {
     }
 
     #[test]
+    fn ssh_exposure_fields_the_nixos_module_reads_are_checked() {
+        let ok = example_with(|v| {
+            v["hosts"]["fleet-1"]["sshExposure"] = serde_json::json!({
+                "mode": "bootstrap", "bootstrapUntil": 1893456000,
+                "sourceRanges": ["203.0.113.0/24", "2001:db8::/32"]
+            });
+        });
+        parse(&ok, Path::new("f.json")).expect("bootstrap deadline and ranges are valid");
+
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["sshExposure"] = serde_json::json!({"mode": "public"});
+        });
+        assert!(err_of(&t).contains("hosts.fleet-1.sshExposure.acknowledgePublic: must be true"));
+
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["sshExposure"] =
+                serde_json::json!({"mode": "tailnet", "bootstrapUntil": 1893456000});
+        });
+        assert!(err_of(&t).contains("hosts.fleet-1.sshExposure.bootstrapUntil: only applies"));
+
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["sshExposure"] =
+                serde_json::json!({"mode": "bootstrap", "sourceRanges": ["10.0.0.0/33"]});
+        });
+        assert!(err_of(&t).contains("hosts.fleet-1.sshExposure.sourceRanges[0]"));
+    }
+
+    #[test]
     fn set_recipient_keeps_other_fields() {
         let out = with_operator_recipient(
             EXAMPLE,

@@ -72,6 +72,16 @@ pub enum TailnetMode {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SshExposure {
     pub mode: SshExposureMode,
+    /// Bootstrap mode only: unix time after which public SSH closes (the NixOS module's
+    /// `clawdlets.sshExposure.bootstrapUntil`); without it the module's default window applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_until: Option<u64>,
+    /// Public mode only: the explicit acknowledgement that SSH stays reachable from the internet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acknowledge_public: bool,
+    /// Source CIDRs that may reach public SSH (bootstrap and public modes); empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use regex::Regex;
 
-use super::raw::{EgressMode, Fleet, ValueSpec};
+use super::raw::{EgressMode, Fleet, SshExposureMode, ValueSpec};
 
 /// The schema version this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -163,6 +163,29 @@ pub fn validate(fleet: &Fleet) -> Vec<Problem> {
                 );
             }
         }
+        let ssh = &host.ssh_exposure;
+        if ssh.mode == SshExposureMode::Public && !ssh.acknowledge_public {
+            push(
+                format!("{h}.sshExposure.acknowledgePublic"),
+                "must be true for mode \"public\" (SSH reachable from the internet for good); \
+                 use \"bootstrap\" for a first install"
+                    .into(),
+            );
+        }
+        if ssh.bootstrap_until.is_some() && ssh.mode != SshExposureMode::Bootstrap {
+            push(
+                format!("{h}.sshExposure.bootstrapUntil"),
+                "only applies to mode \"bootstrap\"".into(),
+            );
+        }
+        for (i, cidr) in ssh.source_ranges.iter().enumerate() {
+            if !is_cidr(cidr) {
+                push(
+                    format!("{h}.sshExposure.sourceRanges[{i}]"),
+                    format!("'{cidr}' is not an IPv4 or IPv6 CIDR like 203.0.113.0/24"),
+                );
+            }
+        }
         if host.egress.mode == EgressMode::ProxyAllowlist && host.egress.allowed_domains.is_empty()
         {
             push(
@@ -267,6 +290,21 @@ pub fn validate(fleet: &Fleet) -> Vec<Problem> {
         }
     }
     p
+}
+
+/// An address with a prefix length that fits its family (`203.0.113.0/24`, `2001:db8::/32`).
+fn is_cidr(s: &str) -> bool {
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => len <= 32,
+        Ok(std::net::IpAddr::V6(_)) => len <= 128,
+        Err(_) => false,
+    }
 }
 
 fn is_domain_pattern(d: &str) -> bool {

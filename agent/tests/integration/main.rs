@@ -4,7 +4,7 @@
 mod common;
 mod nix_manifest;
 mod nix_rules;
-mod verify;
 mod secrets_ops;
 mod sops;
 mod sops_stores;
+mod verify;
