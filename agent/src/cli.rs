@@ -31,6 +31,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Loopback HTTP(S) proxy that lets bots reach only allowlisted domains.
+    EgressProxy(crate::egress::EgressArgs),
 }
 
 /// Runs the parsed command line.
@@ -38,8 +40,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "clawdlets", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "clawdlets",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::Success)
         }
+        Command::EgressProxy(args) => crate::egress::run(args),
     }
 }
