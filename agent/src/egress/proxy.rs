@@ -1121,23 +1121,29 @@ async fn forward_http(
     let up = AtomicU64::new(0);
     let body = async {
         let mut reader = BufReader::new(std::io::Cursor::new(leftover).chain(cr));
-        let r = match framing {
-            Framing::Length(n) => {
-                let mut limited = (&mut reader).take(n);
-                let copied = tokio::io::copy(&mut limited, &mut uw).await?;
-                up.fetch_add(copied, Ordering::Relaxed);
-                if copied != n {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "short body",
-                    ));
+        let r: std::io::Result<()> = async {
+            match framing {
+                Framing::Length(n) => {
+                    let mut limited = (&mut reader).take(n);
+                    let copied = tokio::io::copy(&mut limited, &mut uw).await?;
+                    up.fetch_add(copied, Ordering::Relaxed);
+                    if copied != n {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "short body",
+                        ));
+                    }
+                    Ok(())
                 }
-                Ok(())
+                Framing::Chunked => copy_chunked(&mut reader, &mut uw, &up).await,
             }
-            Framing::Chunked => copy_chunked(&mut reader, &mut uw, &up).await,
-        };
+        }
+        .await;
         // Keep the upstream write side open: closing it early makes some servers drop the reply.
-        r.map(|_| std::future::pending::<()>())
+        if let Err(e) = r {
+            return e;
+        }
+        std::future::pending::<std::io::Error>().await
     };
     let down = async {
         let mut ur = BufReader::new(ur);
@@ -1163,7 +1169,7 @@ async fn forward_http(
     };
     let run = async {
         tokio::select! {
-            r = body => match r { Err(e) => (0, 400, Some(format!("request-body: {}", e.kind()))), Ok(_) => unreachable!() },
+            e = body => (0, 400, Some(format!("request-body: {}", e.kind()))),
             d = down => d,
         }
     };
