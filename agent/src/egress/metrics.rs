@@ -55,11 +55,14 @@ impl Histogram {
     }
 }
 
+/// (bot, kind, decision, reason)
+type DecisionKey = (String, &'static str, &'static str, String);
+
 /// All counters of one proxy process.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// (bot, kind, decision, reason) → count
-    decisions: Mutex<BTreeMap<(String, &'static str, &'static str, String), u64>>,
+    decisions: Mutex<BTreeMap<DecisionKey, u64>>,
     /// (bot, direction) → bytes
     bytes: Mutex<BTreeMap<(String, &'static str), u64>>,
     pub active_connections: AtomicI64,

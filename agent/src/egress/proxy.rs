@@ -1055,7 +1055,7 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
-fn filtered_headers<'a>(headers: &'a [(String, Vec<u8>)], out: &mut Vec<u8>) {
+fn filtered_headers(headers: &[(String, Vec<u8>)], out: &mut Vec<u8>) {
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<String> = headers
         .iter()
