@@ -27,17 +27,26 @@ struct ServeProxy {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("--serve-proxy") {
-        let p = ServeProxy::parse_from(std::iter::once("proxy".to_string()).chain(argv[2..].iter().cloned()));
+        let p = ServeProxy::parse_from(
+            std::iter::once("proxy".to_string()).chain(argv[2..].iter().cloned()),
+        );
         clawdlets::logging::init(clawdlets::logging::LogFormat::Json, 1);
         let _ = clawdlets::egress::run(p.args);
         return;
@@ -46,9 +55,15 @@ fn main() {
     let secs = env_u64("EGRESS_BENCH_SECS", 5);
     let conc = env_u64("EGRESS_BENCH_CONC", 16) as usize;
     let runs = env_u64("EGRESS_BENCH_RUNS", 3);
-    let dir = tempfile::Builder::new().prefix("egress-bench-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("egress-bench-")
+        .tempdir()
+        .unwrap();
 
-    println!("# egress proxy benchmark ({} MiB per transfer, {runs} runs; {secs} s x {conc} clients for the connection rate)", bytes >> 20);
+    println!(
+        "# egress proxy benchmark ({} MiB per transfer, {runs} runs; {secs} s x {conc} clients for the connection rate)",
+        bytes >> 20
+    );
     println!();
     lookup_bench();
 
@@ -92,8 +107,18 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     let mut proxy = Command::new(&exe)
         .arg("--serve-proxy")
-        .args(["--config", cfg.to_str().unwrap(), "--listen", &format!("127.0.0.1:{proxy_port}")])
-        .args(["--port", &source_port.to_string(), "--port", &greet_port.to_string()])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{proxy_port}"),
+        ])
+        .args([
+            "--port",
+            &source_port.to_string(),
+            "--port",
+            &greet_port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("proxy.log")).unwrap())
         .spawn()
@@ -109,29 +134,54 @@ fn main() {
     let tunnel = best(runs, || transfer(proxy_port, Some(source_port), bytes));
     let gbps = |d: Duration| bytes as f64 * 8.0 / d.as_secs_f64() / 1e9;
     println!("| path | time | throughput |\n|---|---|---|");
-    println!("| direct TCP | {:.3} s | {:.2} Gbit/s |", direct.as_secs_f64(), gbps(direct));
-    println!("| clawdlets CONNECT tunnel | {:.3} s | {:.2} Gbit/s |", tunnel.as_secs_f64(), gbps(tunnel));
+    println!(
+        "| direct TCP | {:.3} s | {:.2} Gbit/s |",
+        direct.as_secs_f64(),
+        gbps(direct)
+    );
+    println!(
+        "| clawdlets CONNECT tunnel | {:.3} s | {:.2} Gbit/s |",
+        tunnel.as_secs_f64(),
+        gbps(tunnel)
+    );
     if let Some((port, _)) = &tiny {
         let t = best(runs, || transfer(*port, Some(source_port), bytes));
-        println!("| tinyproxy CONNECT tunnel | {:.3} s | {:.2} Gbit/s |", t.as_secs_f64(), gbps(t));
+        println!(
+            "| tinyproxy CONNECT tunnel | {:.3} s | {:.2} Gbit/s |",
+            t.as_secs_f64(),
+            gbps(t)
+        );
     }
     println!();
-    println!("tunnel / direct = {:.1} %", 100.0 * direct.as_secs_f64() / tunnel.as_secs_f64());
+    println!(
+        "tunnel / direct = {:.1} %",
+        100.0 * direct.as_secs_f64() / tunnel.as_secs_f64()
+    );
     println!();
 
     println!("## New connections per second ({conc} concurrent clients, {secs} s each)");
     println!();
     let ours = conn_rate(proxy_port, greet_port, conc, Duration::from_secs(secs));
     println!("| proxy | connections/s | failures |\n|---|---|---|");
-    println!("| clawdlets egress-proxy (sock_diag identity, decision log) | {:.0} | {} |", ours.0, ours.1);
+    println!(
+        "| clawdlets egress-proxy (sock_diag identity, decision log) | {:.0} | {} |",
+        ours.0, ours.1
+    );
     if let Some((port, _)) = &tiny {
         let theirs = conn_rate(*port, greet_port, conc, Duration::from_secs(secs));
-        println!("| tinyproxy {} (FilterDefaultDeny, ERE filter) | {:.0} | {} |", tinyproxy_version(), theirs.0, theirs.1);
+        println!(
+            "| tinyproxy {} (FilterDefaultDeny, ERE filter) | {:.0} | {} |",
+            tinyproxy_version(),
+            theirs.0,
+            theirs.1
+        );
         println!();
         println!("clawdlets / tinyproxy = {:.2}x", ours.0 / theirs.0.max(1.0));
     } else {
         println!();
-        println!("tinyproxy not installed: no comparison (scripts/install-test-deps.sh installs it)");
+        println!(
+            "tinyproxy not installed: no comparison (scripts/install-test-deps.sh installs it)"
+        );
     }
     let _ = proxy.kill();
     let _ = proxy.wait();
@@ -144,7 +194,10 @@ fn main() {
 fn wait_port(port: u16) {
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "port {port} never opened");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "port {port} never opened"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -156,7 +209,10 @@ fn best(runs: u64, mut f: impl FnMut() -> Duration) -> Duration {
 fn connect_via(proxy_port: u16, target_port: u16) -> std::io::Result<TcpStream> {
     let mut s = TcpStream::connect(("127.0.0.1", proxy_port))?;
     s.set_nodelay(true)?;
-    write!(s, "CONNECT localhost:{target_port} HTTP/1.1\r\nHost: localhost:{target_port}\r\n\r\n")?;
+    write!(
+        s,
+        "CONNECT localhost:{target_port} HTTP/1.1\r\nHost: localhost:{target_port}\r\n\r\n"
+    )?;
     let mut head = Vec::with_capacity(128);
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -166,7 +222,9 @@ fn connect_via(proxy_port: u16, target_port: u16) -> std::io::Result<TcpStream> 
         head.push(b[0]);
     }
     if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
-        return Err(std::io::Error::other(String::from_utf8_lossy(&head).to_string()));
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).to_string(),
+        ));
     }
     Ok(s)
 }
@@ -220,19 +278,33 @@ fn conn_rate(proxy_port: u16, greet_port: u16, conc: usize, dur: Duration) -> (f
     for w in workers {
         let _ = w.join();
     }
-    (ok.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64(), failed.load(Ordering::Relaxed))
+    (
+        ok.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64(),
+        failed.load(Ordering::Relaxed),
+    )
 }
 
 fn tinyproxy_version() -> String {
     Command::new("tinyproxy")
         .arg("-v")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches("tinyproxy ").to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .trim_start_matches("tinyproxy ")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
-fn start_tinyproxy(dir: &std::path::Path, greet_port: u16, source_port: u16) -> Option<(u16, Child)> {
-    let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+fn start_tinyproxy(
+    dir: &std::path::Path,
+    greet_port: u16,
+    source_port: u16,
+) -> Option<(u16, Child)> {
+    let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
     let port = free_port();
     let filter = dir.join("filter");
     std::fs::write(&filter, "^localhost$\n").unwrap();
@@ -252,7 +324,13 @@ fn start_tinyproxy(dir: &std::path::Path, greet_port: u16, source_port: u16) -> 
         ),
     )
     .unwrap();
-    let child = Command::new(bin).args(["-d", "-c"]).arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let child = Command::new(bin)
+        .args(["-d", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
     wait_port(port);
     Some((port, child))
 }

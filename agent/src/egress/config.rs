@@ -32,6 +32,7 @@ pub struct RawConfig {
     pub allow_ranges: Option<Vec<String>>,
     pub limits: Option<RawLimits>,
     pub require_identity: Option<bool>,
+    pub sni_check: Option<bool>,
 }
 
 /// One bot: the system users it runs as and its own allowlist.
@@ -157,6 +158,8 @@ pub struct Settings {
     pub address: AddressPolicy,
     pub limits: Limits,
     pub require_identity: bool,
+    /// Require a CONNECT tunnel's TLS ClientHello SNI to name the CONNECT host.
+    pub sni_check: bool,
     /// Non-fatal findings (users that do not exist yet...), printed by `--check-config`.
     pub warnings: Vec<String>,
 }
@@ -500,6 +503,7 @@ pub fn validate(raw: RawConfig, over: &Overrides) -> Result<Settings, Error> {
         },
         limits,
         require_identity: raw.require_identity.unwrap_or(false),
+        sni_check: raw.sni_check.unwrap_or(true),
         warnings,
     })
 }

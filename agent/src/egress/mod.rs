@@ -17,6 +17,7 @@ pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod resolve;
+pub mod sni;
 
 pub use cli::{EgressArgs, run};
 

@@ -864,7 +864,11 @@ async fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
     let leftover = buf[head.len..].to_vec();
     let idle = limits.idle_timeout;
     let result = if target.connect {
-        tunnel(stream, upstream, leftover, idle).await
+        let sni = match &target.host {
+            Host::Name(n) if rt.settings.sni_check => Some((n.as_str(), limits.header_timeout)),
+            _ => None,
+        };
+        tunnel(stream, upstream, leftover, idle, sni).await
     } else {
         forward_http(
             stream, upstream, &head, &target, has_host, framing, leftover, idle,
@@ -872,6 +876,18 @@ async fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
         .await
     };
     drop(slot);
+    if let Some((reason, message)) = &result.denied {
+        tracing::warn!(event = "egress.sni", host = %ctx.host, detail = %message, "tunnel closed");
+        ctx.finish(
+            Decision::Deny,
+            reason,
+            403,
+            result.up,
+            result.down,
+            peer_addr,
+        );
+        return;
+    }
     let status = if target.connect { 200 } else { result.status };
     let reason = match (&result.error, decision) {
         (Some(e), Decision::Allow) => e.as_str(),
@@ -933,6 +949,8 @@ struct Relayed {
     down: u64,
     status: u16,
     error: Option<String>,
+    /// A denial decided after the tunnel was set up (SNI check): reason id and message.
+    denied: Option<(&'static str, String)>,
 }
 
 /// Relays bytes both ways until both sides are done or the idle timeout fires. Half-closes are
@@ -1008,30 +1026,57 @@ where
 async fn tunnel(
     mut client: TcpStream,
     mut upstream: TcpStream,
-    leftover: Vec<u8>,
+    mut leftover: Vec<u8>,
     idle: Option<Duration>,
+    sni_expect: Option<(&str, Duration)>,
 ) -> Relayed {
+    let fail = |error: &str| Relayed {
+        up: 0,
+        down: 0,
+        status: 200,
+        error: Some(error.into()),
+        denied: None,
+    };
     if client
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await
         .is_err()
     {
-        return Relayed {
-            up: 0,
-            down: 0,
-            status: 200,
-            error: Some("client-gone".into()),
-        };
+        return fail("client-gone");
+    }
+    if let Some((host, deadline)) = sni_expect {
+        // The client speaks first on TLS: wait for its first byte as long as an idle tunnel may
+        // live, then give the rest of the ClientHello the header deadline.
+        if leftover.is_empty() {
+            let mut first = [0u8; 1];
+            let wait = client.read(&mut first);
+            let n = match idle {
+                Some(t) => match tokio::time::timeout(t, wait).await {
+                    Ok(r) => r,
+                    Err(_) => return fail("idle-timeout"),
+                },
+                None => wait.await,
+            };
+            match n {
+                Ok(1) => leftover.push(first[0]),
+                _ => return fail("client-gone"),
+            }
+        }
+        if let Err(denied) = check_sni(&mut client, &mut leftover, host, deadline).await {
+            let _ = client.shutdown().await;
+            return Relayed {
+                up: 0,
+                down: 0,
+                status: 403,
+                error: None,
+                denied: Some(denied),
+            };
+        }
     }
     let mut pre = 0;
     if !leftover.is_empty() {
         if upstream.write_all(&leftover).await.is_err() {
-            return Relayed {
-                up: 0,
-                down: 0,
-                status: 200,
-                error: Some("upstream-write".into()),
-            };
+            return fail("upstream-write");
         }
         pre = leftover.len() as u64;
     }
@@ -1041,6 +1086,61 @@ async fn tunnel(
         down,
         status: 200,
         error,
+        denied: None,
+    }
+}
+
+/// Reads the client's first TLS record (keeping the bytes in `buf` for forwarding) and requires
+/// its SNI, when present, to name `host`. Non-TLS tunnels pass unchecked.
+async fn check_sni(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    host: &str,
+    deadline: Duration,
+) -> Result<(), (&'static str, String)> {
+    use super::sni::{Sni, client_hello_sni};
+    let read = async {
+        loop {
+            match client_hello_sni(buf) {
+                Sni::Incomplete(want) => {
+                    let mut chunk = vec![0u8; want.saturating_sub(buf.len()).max(1)];
+                    let n = client
+                        .read(&mut chunk)
+                        .await
+                        .map_err(|_| ("client-gone", String::new()))?;
+                    if n == 0 {
+                        return Err(("client-gone", String::new()));
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                other => return Ok(other),
+            }
+        }
+    };
+    let sni = match tokio::time::timeout(deadline, read).await {
+        Err(_) => {
+            return Err((
+                "tls-hello-timeout",
+                "no TLS ClientHello within the header deadline".into(),
+            ));
+        }
+        Ok(r) => r?,
+    };
+    match sni {
+        Sni::NotTls | Sni::Absent => Ok(()),
+        Sni::Malformed | Sni::Incomplete(_) => {
+            Err(("tls-hello-malformed", "unparseable TLS ClientHello".into()))
+        }
+        Sni::Name(name) => match normalize_host(&name) {
+            Ok(Host::Name(n)) if n == host => Ok(()),
+            _ => Err((
+                "sni-mismatch",
+                format!(
+                    "TLS SNI '{}' differs from the CONNECT host",
+                    name.escape_debug()
+                ),
+            )),
+        },
     }
 }
 
@@ -1114,6 +1214,7 @@ async fn forward_http(
             down: 0,
             status: 502,
             error: Some("upstream-write".into()),
+            denied: None,
         };
     }
     let (cr, mut cw) = client.into_split();
@@ -1186,6 +1287,7 @@ async fn forward_http(
         down,
         status,
         error,
+        denied: None,
     }
 }
 

@@ -411,6 +411,21 @@ fn egress_allows_listed_names_and_denies_every_bypass() {
     // The CNAME www → api is followed by the resolver; the final address is what is checked.
     let r = env.curl(None, &["--cacert", &cacert, "https://www.allowed.test/"]);
     assert_eq!(r.http, 200, "{r:?}");
+    // CONNECT to an allowed name with a TLS ClientHello for another name (shared CDN trick):
+    // the SNI must name the CONNECT host.
+    let r = env.curl(
+        None,
+        &[
+            "--cacert",
+            &cacert,
+            "--connect-to",
+            "other.test:443:api.allowed.test:443",
+            "https://other.test/",
+        ],
+    );
+    assert_eq!(r.connect, 200, "{r:?}");
+    assert_ne!(r.http, 200, "SNI mismatch must not reach upstream: {r:?}");
+    assert!(!r.body.contains("s_server"), "{r:?}");
     // Plain HTTP by absolute URI; the path and query reach upstream, the forged header does not.
     let r = env.curl(
         None,
