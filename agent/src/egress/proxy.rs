@@ -975,17 +975,7 @@ pub async fn relay(
     let error = match idle {
         None => both.await.err().map(|e| e.kind().to_string()),
         Some(idle) => {
-            let watchdog = async {
-                loop {
-                    let since = start
-                        .elapsed()
-                        .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-                    if since >= idle {
-                        return;
-                    }
-                    tokio::time::sleep(idle - since).await;
-                }
-            };
+            let watchdog = idle_watchdog(&last, start, idle);
             tokio::select! {
                 r = both => r.err().map(|e| e.kind().to_string()),
                 _ = watchdog => Some("idle-timeout".to_string()),
@@ -997,6 +987,57 @@ pub async fn relay(
         down.load(Ordering::Relaxed),
         error,
     )
+}
+
+/// Resolves once nothing was written either way for `idle` (per `last`, ms since `start`).
+async fn idle_watchdog(last: &AtomicU64, start: Instant, idle: Duration) {
+    loop {
+        let since = start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+        if since >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - since).await;
+    }
+}
+
+/// An `AsyncWrite` that records the time of its last successful write, for idle timeouts.
+struct Activity<'a, W> {
+    inner: W,
+    last: &'a AtomicU64,
+    start: Instant,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Activity<'_, W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r
+            && *n > 0
+        {
+            self.last
+                .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn pump_generic<R, W>(
@@ -1063,6 +1104,9 @@ async fn tunnel(
             }
         }
         if let Err(denied) = check_sni(&mut client, &mut leftover, host, deadline).await {
+            if denied.0 == "client-gone" {
+                return fail("client-gone");
+            }
             let _ = client.shutdown().await;
             return Relayed {
                 up: 0,
@@ -1217,9 +1261,21 @@ async fn forward_http(
             denied: None,
         };
     }
-    let (cr, mut cw) = client.into_split();
-    let (ur, mut uw) = upstream.into_split();
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = upstream.into_split();
     let up = AtomicU64::new(0);
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let mut cw = Activity {
+        inner: cw,
+        last: &last,
+        start,
+    };
+    let mut uw = Activity {
+        inner: uw,
+        last: &last,
+        start,
+    };
     let body = async {
         let mut reader = BufReader::new(std::io::Cursor::new(leftover).chain(cr));
         let r: std::io::Result<()> = async {
@@ -1275,10 +1331,9 @@ async fn forward_http(
         }
     };
     let (down, status, error) = match idle {
-        // A plain request's whole exchange gets the idle timeout as a total bound per silence.
-        Some(t) => match tokio::time::timeout(t.max(Duration::from_secs(1)) * 4, run).await {
-            Ok(x) => x,
-            Err(_) => (0, 504, Some("idle-timeout".to_string())),
+        Some(t) => tokio::select! {
+            x = run => x,
+            _ = idle_watchdog(&last, start, t) => (0, 504, Some("idle-timeout".to_string())),
         },
         None => run.await,
     };
