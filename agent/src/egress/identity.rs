@@ -122,14 +122,23 @@ mod tests {
 
     #[test]
     fn own_loopback_connection_maps_to_our_uid() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, peer) = l.accept().unwrap();
-        match peer_uid(peer, s.local_addr().unwrap()) {
-            Ok(uid) => assert_eq!(uid, nix::unistd::geteuid().as_raw()),
-            // Some sandboxes have no sock_diag; the proxy then falls back to credentials.
-            Err(e) => eprintln!("SKIP sock_diag unavailable: {e}"),
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(l) = std::net::TcpListener::bind(addr) else {
+                eprintln!("SKIP {addr}: cannot bind (no IPv6?)");
+                continue;
+            };
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, peer) = l.accept().unwrap();
+            match peer_uid(peer, s.local_addr().unwrap()) {
+                Ok(uid) => assert_eq!(uid, nix::unistd::geteuid().as_raw(), "{addr}"),
+                // Some sandboxes have no sock_diag; the proxy then falls back to credentials.
+                Err(e) => eprintln!("SKIP sock_diag unavailable: {e}"),
+            }
+            // A 4-tuple that does not exist is an error, not someone else's uid.
+            let mut bogus = peer;
+            bogus.set_port(peer.port().wrapping_add(1).max(1));
+            assert!(peer_uid(bogus, s.local_addr().unwrap()).is_err(), "{addr}");
+            drop(c);
         }
-        drop(c);
     }
 }
