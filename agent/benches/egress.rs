@@ -123,7 +123,9 @@ fn main() {
         .stderr(std::fs::File::create(dir.path().join("proxy.log")).unwrap())
         .spawn()
         .expect("start proxy");
-    wait_port(proxy_port);
+    if !port_opens(proxy_port) {
+        panic!("proxy did not start: {}", std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default());
+    }
 
     // tinyproxy with its filter on: default deny, one ERE entry, CONNECT only to the two ports.
     let tiny = start_tinyproxy(dir.path(), greet_port, source_port);
@@ -331,7 +333,10 @@ fn start_tinyproxy(
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    wait_port(port);
+    if !port_opens(port) {
+        eprintln!("tinyproxy did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        return None;
+    }
     Some((port, child))
 }
 

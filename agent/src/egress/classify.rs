@@ -210,14 +210,13 @@ pub fn parse_range(raw: &str) -> Result<IpNet, String> {
     }
     if let IpNet::V6(v6) = net {
         let s = v6.network().segments();
-        if s[..5] == [0; 5]
-            && (s[5] == 0 || s[5] == 0xffff)
-            && v6.prefix_len() <= 96 + 32
-            && v6.prefix_len() >= 80
-        {
-            return Err(
-                "IPv4-mapped/compatible IPv6 ranges are ambiguous; write the IPv4 range".into(),
-            );
+        let len = v6.prefix_len();
+        // ::ffff:0:0/96 (mapped) and ::/96 (compatible) prefixes read as "all of IPv4" to some
+        // parsers; single addresses such as ::1/128 are fine.
+        let mapped = s[..5] == [0; 5] && s[5] == 0xffff && len >= 80;
+        let compatible = s[..6] == [0; 6] && (80..=96).contains(&len);
+        if mapped || compatible {
+            return Err("IPv4-mapped/compatible IPv6 ranges are ambiguous; write the IPv4 range".into());
         }
     }
     Ok(net)
@@ -342,5 +341,8 @@ mod tests {
         assert!(parse_range("banana").is_err());
         assert_eq!(parse_range("10.0.0.1").unwrap().prefix_len(), 32);
         assert!(parse_range("fd00::/8").is_ok());
+        assert!(parse_range("::1/128").is_ok());
+        assert!(parse_range("::1").is_ok());
+        assert!(parse_range("::ffff:10.0.0.0/104").is_err());
     }
 }
