@@ -124,7 +124,10 @@ fn main() {
         .spawn()
         .expect("start proxy");
     if !port_opens(proxy_port) {
-        panic!("proxy did not start: {}", std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default());
+        panic!(
+            "proxy did not start: {}",
+            std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default()
+        );
     }
 
     // tinyproxy with its filter on: default deny, one ERE entry, CONNECT only to the two ports.
@@ -193,15 +196,15 @@ fn main() {
     }
 }
 
-fn wait_port(port: u16) {
+fn port_opens(port: u16) -> bool {
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "port {port} never opened"
-        );
+        if t.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 fn best(runs: u64, mut f: impl FnMut() -> Duration) -> Duration {
@@ -334,7 +337,10 @@ fn start_tinyproxy(
         .spawn()
         .ok()?;
     if !port_opens(port) {
-        eprintln!("tinyproxy did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        eprintln!(
+            "tinyproxy did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         return None;
     }
     Some((port, child))

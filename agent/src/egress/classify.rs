@@ -216,7 +216,9 @@ pub fn parse_range(raw: &str) -> Result<IpNet, String> {
         let mapped = s[..5] == [0; 5] && s[5] == 0xffff && len >= 80;
         let compatible = s[..6] == [0; 6] && (80..=96).contains(&len);
         if mapped || compatible {
-            return Err("IPv4-mapped/compatible IPv6 ranges are ambiguous; write the IPv4 range".into());
+            return Err(
+                "IPv4-mapped/compatible IPv6 ranges are ambiguous; write the IPv4 range".into(),
+            );
         }
     }
     Ok(net)
