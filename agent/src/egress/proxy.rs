@@ -954,39 +954,87 @@ struct Relayed {
 }
 
 /// Relays bytes both ways until both sides are done or the idle timeout fires. Half-closes are
-/// passed on, so request/response protocols over the tunnel finish cleanly.
-pub async fn relay(
+/// passed on, so request/response protocols over the tunnel finish cleanly. With `sni`, the
+/// client's first TLS record is checked before any client byte reaches upstream; upstream bytes
+/// flow meanwhile, so server-speaks-first protocols are not held up.
+async fn relay(
     mut client: TcpStream,
     mut upstream: TcpStream,
+    leftover: Vec<u8>,
     idle: Option<Duration>,
-) -> (u64, u64, Option<String>) {
+    sni: Option<(&str, Duration)>,
+) -> Relayed {
+    enum Stop {
+        Io(std::io::Error),
+        Denied(&'static str, String),
+        ClientGone,
+    }
     let (mut cr, mut cw) = client.split();
     let (mut ur, mut uw) = upstream.split();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let a = pump_generic(&mut cr, &mut uw, &up, &last, start);
-    let b = pump_generic(&mut ur, &mut cw, &down, &last, start);
-    let both = async {
-        let (ra, rb) = tokio::join!(a, b);
-        ra.and(rb)
-    };
-    let error = match idle {
-        None => both.await.err().map(|e| e.kind().to_string()),
-        Some(idle) => {
-            let watchdog = idle_watchdog(&last, start, idle);
-            tokio::select! {
-                r = both => r.err().map(|e| e.kind().to_string()),
-                _ = watchdog => Some("idle-timeout".to_string()),
+    let a = async {
+        let mut first = leftover;
+        if let Some((host, deadline)) = sni {
+            if first.is_empty() {
+                // No deadline of its own: the idle watchdog bounds a silent client.
+                let mut b = [0u8; 1];
+                match cr.read(&mut b).await {
+                    Ok(1) => first.push(b[0]),
+                    _ => return Err(Stop::ClientGone),
+                }
+                last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            match tokio::time::timeout(deadline, check_sni(&mut cr, &mut first, host)).await {
+                Err(_) => {
+                    return Err(Stop::Denied(
+                        "tls-hello-timeout",
+                        "no complete TLS ClientHello within the header deadline".into(),
+                    ));
+                }
+                Ok(Err(("client-gone", _))) => return Err(Stop::ClientGone),
+                Ok(Err((reason, message))) => return Err(Stop::Denied(reason, message)),
+                Ok(Ok(())) => {}
             }
         }
+        if !first.is_empty() {
+            uw.write_all(&first).await.map_err(Stop::Io)?;
+            up.fetch_add(first.len() as u64, Ordering::Relaxed);
+        }
+        pump_generic(&mut cr, &mut uw, &up, &last, start)
+            .await
+            .map_err(Stop::Io)
     };
-    (
-        up.load(Ordering::Relaxed),
-        down.load(Ordering::Relaxed),
+    let b = async {
+        pump_generic(&mut ur, &mut cw, &down, &last, start)
+            .await
+            .map_err(Stop::Io)
+    };
+    let both = async { tokio::try_join!(a, b).map(|_| ()) };
+    let outcome = match idle {
+        None => both.await,
+        Some(idle) => tokio::select! {
+            r = both => r,
+            _ = idle_watchdog(&last, start, idle) => Err(Stop::Io(std::io::Error::other("idle-timeout"))),
+        },
+    };
+    let (error, denied) = match outcome {
+        Ok(()) => (None, None),
+        Err(Stop::ClientGone) => (Some("client-gone".to_string()), None),
+        Err(Stop::Denied(r, m)) => (None, Some((r, m))),
+        Err(Stop::Io(e)) if e.kind() == std::io::ErrorKind::Other => (Some(e.to_string()), None),
+        Err(Stop::Io(e)) => (Some(e.kind().to_string()), None),
+    };
+    let _ = client.shutdown().await;
+    Relayed {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        status: if denied.is_some() { 403 } else { 200 },
         error,
-    )
+        denied,
+    }
 }
 
 /// Resolves once nothing was written either way for `idle` (per `last`, ms since `start`).
@@ -1066,109 +1114,50 @@ where
 
 async fn tunnel(
     mut client: TcpStream,
-    mut upstream: TcpStream,
-    mut leftover: Vec<u8>,
+    upstream: TcpStream,
+    leftover: Vec<u8>,
     idle: Option<Duration>,
-    sni_expect: Option<(&str, Duration)>,
+    sni: Option<(&str, Duration)>,
 ) -> Relayed {
-    let fail = |error: &str| Relayed {
-        up: 0,
-        down: 0,
-        status: 200,
-        error: Some(error.into()),
-        denied: None,
-    };
     if client
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await
         .is_err()
     {
-        return fail("client-gone");
+        return Relayed {
+            up: 0,
+            down: 0,
+            status: 200,
+            error: Some("client-gone".into()),
+            denied: None,
+        };
     }
-    if let Some((host, deadline)) = sni_expect {
-        // The client speaks first on TLS: wait for its first byte as long as an idle tunnel may
-        // live, then give the rest of the ClientHello the header deadline.
-        if leftover.is_empty() {
-            let mut first = [0u8; 1];
-            let wait = client.read(&mut first);
-            let n = match idle {
-                Some(t) => match tokio::time::timeout(t, wait).await {
-                    Ok(r) => r,
-                    Err(_) => return fail("idle-timeout"),
-                },
-                None => wait.await,
-            };
-            match n {
-                Ok(1) => leftover.push(first[0]),
-                _ => return fail("client-gone"),
-            }
-        }
-        if let Err(denied) = check_sni(&mut client, &mut leftover, host, deadline).await {
-            if denied.0 == "client-gone" {
-                return fail("client-gone");
-            }
-            let _ = client.shutdown().await;
-            return Relayed {
-                up: 0,
-                down: 0,
-                status: 403,
-                error: None,
-                denied: Some(denied),
-            };
-        }
-    }
-    let mut pre = 0;
-    if !leftover.is_empty() {
-        if upstream.write_all(&leftover).await.is_err() {
-            return fail("upstream-write");
-        }
-        pre = leftover.len() as u64;
-    }
-    let (up, down, error) = relay(client, upstream, idle).await;
-    Relayed {
-        up: up + pre,
-        down,
-        status: 200,
-        error,
-        denied: None,
-    }
+    relay(client, upstream, leftover, idle, sni).await
 }
 
-/// Reads the client's first TLS record (keeping the bytes in `buf` for forwarding) and requires
+/// Reads the rest of the client's first TLS record into `buf` (kept for forwarding) and requires
 /// its SNI, when present, to name `host`. Non-TLS tunnels pass unchecked.
-async fn check_sni(
-    client: &mut TcpStream,
+async fn check_sni<R: AsyncRead + Unpin>(
+    client: &mut R,
     buf: &mut Vec<u8>,
     host: &str,
-    deadline: Duration,
 ) -> Result<(), (&'static str, String)> {
     use super::sni::{Sni, client_hello_sni};
-    let read = async {
-        loop {
-            match client_hello_sni(buf) {
-                Sni::Incomplete(want) => {
-                    let mut chunk = vec![0u8; want.saturating_sub(buf.len()).max(1)];
-                    let n = client
-                        .read(&mut chunk)
-                        .await
-                        .map_err(|_| ("client-gone", String::new()))?;
-                    if n == 0 {
-                        return Err(("client-gone", String::new()));
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
+    let sni = loop {
+        match client_hello_sni(buf) {
+            Sni::Incomplete(want) => {
+                let mut chunk = vec![0u8; want.saturating_sub(buf.len()).max(1)];
+                let n = client
+                    .read(&mut chunk)
+                    .await
+                    .map_err(|_| ("client-gone", String::new()))?;
+                if n == 0 {
+                    return Err(("client-gone", String::new()));
                 }
-                other => return Ok(other),
+                buf.extend_from_slice(&chunk[..n]);
             }
+            other => break other,
         }
-    };
-    let sni = match tokio::time::timeout(deadline, read).await {
-        Err(_) => {
-            return Err((
-                "tls-hello-timeout",
-                "no TLS ClientHello within the header deadline".into(),
-            ));
-        }
-        Ok(r) => r?,
     };
     match sni {
         Sni::NotTls | Sni::Absent => Ok(()),
