@@ -105,7 +105,7 @@ fn main() {
     )
     .unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut proxy = Command::new(&exe)
+    let proxy = Command::new(&exe)
         .arg("--serve-proxy")
         .args([
             "--config",
@@ -123,6 +123,8 @@ fn main() {
         .stderr(std::fs::File::create(dir.path().join("proxy.log")).unwrap())
         .spawn()
         .expect("start proxy");
+    // Children are killed when the guard drops, also when a measurement panics.
+    let _proxy = KillOnDrop(proxy);
     if !port_opens(proxy_port) {
         panic!(
             "proxy did not start: {}",
@@ -188,11 +190,14 @@ fn main() {
             "tinyproxy not installed: no comparison (scripts/install-test-deps.sh installs it)"
         );
     }
-    let _ = proxy.kill();
-    let _ = proxy.wait();
-    if let Some((_, mut child)) = tiny {
-        let _ = child.kill();
-        let _ = child.wait();
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -306,7 +311,7 @@ fn start_tinyproxy(
     dir: &std::path::Path,
     greet_port: u16,
     source_port: u16,
-) -> Option<(u16, Child)> {
+) -> Option<(u16, KillOnDrop)> {
     let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())?;
@@ -329,13 +334,15 @@ fn start_tinyproxy(
         ),
     )
     .unwrap();
-    let child = Command::new(bin)
-        .args(["-d", "-c"])
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+    let child = KillOnDrop(
+        Command::new(bin)
+            .args(["-d", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
     if !port_opens(port) {
         eprintln!(
             "tinyproxy did not start: {}",
