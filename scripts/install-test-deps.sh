@@ -9,6 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 apt_pkgs=(age nftables iproute2 openssh-server nix-bin curl redis-server tinyproxy
           sqlite3 util-linux passwd procps iputils-ping ncat systemd)
           sqlite3 util-linux passwd procps iputils-ping ncat python3-jsonschema)
+          sqlite3 util-linux passwd procps iputils-ping ncat openssl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

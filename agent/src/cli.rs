@@ -38,6 +38,8 @@ pub enum Command {
     /// Secrets: operator lifecycle (init, set, edit, rotate, rekey, check).
     #[command(subcommand)]
     Secrets(crate::secrets::SecretsCmd),
+    /// Loopback HTTP(S) proxy that lets bots reach only allowlisted domains.
+    EgressProxy(crate::egress::EgressArgs),
 }
 
 /// Runs the parsed command line.
@@ -56,5 +58,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify(args) => crate::verify::run(args),
         Command::Secrets(cmd) => crate::secrets::run(cmd),
+        Command::EgressProxy(args) => crate::egress::run(args),
     }
 }

@@ -8,3 +8,4 @@ mod secrets_ops;
 mod sops;
 mod sops_stores;
 mod verify;
+mod egress;

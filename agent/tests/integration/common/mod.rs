@@ -7,6 +7,7 @@
 pub mod netns;
 pub mod probe;
 pub mod sops;
+pub mod nsdns;
 pub mod users;
 
 use std::path::{Path, PathBuf};
