@@ -174,9 +174,14 @@ in
         wantedBy = [ "multi-user.target" ];
         after = [ "network.target" ];
         before = botUnits;
-        restartTriggers = [ proxyConfigFile ];
+        # The config sits at a stable path so a changed allowlist is a SIGHUP reload (open tunnels
+        # survive), not a restart.
+        reloadTriggers = [ proxyConfigFile ];
         serviceConfig = {
-          ExecStart = "${cfg.package}/bin/clawdlets egress-proxy --config ${proxyConfigFile}";
+          Type = "notify";
+          NotifyAccess = "main";
+          ExecStart = "${cfg.package}/bin/clawdlets egress-proxy --config /etc/clawdlets/egress-proxy.json";
+          ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
           User = "clawdlets-proxy";
           Group = "clawdlets-proxy";
           Restart = "always";
@@ -205,10 +210,12 @@ in
           CapabilityBoundingSet = "";
           SystemCallArchitectures = "native";
           SystemCallFilter = [ "@system-service" "~@privileged" ];
-          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
+          # AF_NETLINK: the caller's uid comes from the kernel's socket diagnostics (sock_diag).
+          RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
           UMask = "0077";
         };
       };
+      environment.etc."clawdlets/egress-proxy.json".source = proxyConfigFile;
     })
   ]);
 }
