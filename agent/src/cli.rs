@@ -31,6 +31,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Secrets: install them on a host (`install`), manage them in the operator repo.
+    #[command(subcommand)]
+    Secrets(crate::secrets::SecretsCmd),
 }
 
 /// Runs the parsed command line.
@@ -41,5 +44,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "clawdlets", &mut std::io::stdout());
             Ok(ExitCode::Success)
         }
+        Command::Secrets(cmd) => crate::secrets::run(cmd),
     }
 }

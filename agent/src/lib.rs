@@ -7,3 +7,4 @@ pub mod cli;
 pub mod exit;
 pub mod logging;
 pub mod secret;
+pub mod secrets;
