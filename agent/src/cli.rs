@@ -41,7 +41,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "clawdlets", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "clawdlets",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::Success)
         }
         Command::Secrets(cmd) => crate::secrets::run(cmd),

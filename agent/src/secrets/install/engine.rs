@@ -47,28 +47,46 @@ pub mod fake {
 
     impl Opened for FakeOpened {
         fn whole(&self) -> Result<SecretBytes, EngineError> {
-            Ok(SecretBytes::new(self.0.iter().map(|(k, v)| format!("{k}: {v}\n")).collect::<String>().into_bytes()))
+            Ok(SecretBytes::new(
+                self.0
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}\n"))
+                    .collect::<String>()
+                    .into_bytes(),
+            ))
         }
         fn value(&self, key: &[String]) -> Result<SecretBytes, EngineError> {
             self.0
                 .get(&key.join("/"))
                 .map(|v| SecretBytes::from(v.as_str()))
-                .ok_or_else(|| EngineError { kind: "key-not-found", detail: format!("key '{}' not found", key.join("/")) })
+                .ok_or_else(|| EngineError {
+                    kind: "key-not-found",
+                    detail: format!("key '{}' not found", key.join("/")),
+                })
         }
     }
 
     impl Engine for FakeEngine {
         fn check(&self, path: &Path, _: Format, keys: &[&[String]]) -> Result<(), EngineError> {
-            let f = self.files.get(path).ok_or(EngineError { kind: "io", detail: "no such file".into() })?;
+            let f = self.files.get(path).ok_or(EngineError {
+                kind: "io",
+                detail: "no such file".into(),
+            })?;
             for k in keys {
                 if !f.contains_key(&k.join("/")) {
-                    return Err(EngineError { kind: "key-not-found", detail: format!("key '{}' not found", k.join("/")) });
+                    return Err(EngineError {
+                        kind: "key-not-found",
+                        detail: format!("key '{}' not found", k.join("/")),
+                    });
                 }
             }
             Ok(())
         }
         fn open(&self, path: &Path, _: Format) -> Result<Box<dyn Opened>, EngineError> {
-            let f = self.files.get(path).ok_or(EngineError { kind: "io", detail: "no such file".into() })?;
+            let f = self.files.get(path).ok_or(EngineError {
+                kind: "io",
+                detail: "no such file".into(),
+            })?;
             Ok(Box::new(FakeOpened(f.clone())))
         }
     }

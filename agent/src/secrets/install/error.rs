@@ -8,7 +8,10 @@ use std::path::PathBuf;
 pub enum InstallError {
     /// The manifest file could not be read.
     #[error("cannot read manifest '{path}': {source}")]
-    ManifestRead { path: PathBuf, source: std::io::Error },
+    ManifestRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The manifest is not valid JSON or has unknown/mistyped fields.
     #[error("manifest '{path}' is not a valid sops-nix manifest: {detail}")]
     ManifestParse { path: PathBuf, detail: String },
@@ -37,10 +40,19 @@ pub enum InstallError {
     /// A sops file could not be read, parsed, or decrypted (wrong key, MAC mismatch...).
     /// `secret` is pre-formatted: `secret 'a'` or `secrets 'a', 'b' and 3 more`.
     #[error("{secret}: sops file '{file}': {detail}")]
-    SopsFile { secret: String, file: String, sops_kind: &'static str, detail: String },
+    SopsFile {
+        secret: String,
+        file: String,
+        sops_kind: &'static str,
+        detail: String,
+    },
     /// The key of a secret does not exist in its sops file or has an unusable shape.
     #[error("secret '{secret}': {detail} in '{file}'")]
-    Value { secret: String, file: String, detail: String },
+    Value {
+        secret: String,
+        file: String,
+        detail: String,
+    },
     /// A template could not be read or rendered.
     #[error("template '{template}': {detail}")]
     Template { template: String, detail: String },
@@ -49,13 +61,21 @@ pub enum InstallError {
     Mount { path: PathBuf, detail: String },
     /// Writing a secret file (or its directory) into the new generation failed (ENOSPC...).
     #[error("secret '{secret}': cannot write '{path}': {source}")]
-    Write { secret: String, path: PathBuf, source: std::io::Error },
+    Write {
+        secret: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Something that is not ours sits where a secret, link or the secrets symlink goes.
     #[error("refusing to replace '{path}': {detail}")]
     Planted { path: PathBuf, detail: String },
     /// Any other filesystem operation on a named path.
     #[error("{op} '{path}': {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Requesting unit restarts/reloads failed (the new generation is active).
     #[error("cannot request unit restarts: {detail}")]
     Units { detail: String },
@@ -85,11 +105,18 @@ impl InstallError {
     }
 
     pub(crate) fn invalid(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        InstallError::Invalid { what: what.into(), detail: detail.into() }
+        InstallError::Invalid {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        InstallError::Io { op, path: path.into(), source }
+        InstallError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -22,7 +22,10 @@ use super::error::{InstallError, errno};
 /// Mode of the mount point and of every directory inside a generation (sops-nix: 0751).
 pub const DIR_MODE: u32 = 0o751;
 
-const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY.union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC).union(OFlag::O_RDONLY);
+const DIR_FLAGS: OFlag = OFlag::O_DIRECTORY
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC)
+    .union(OFlag::O_RDONLY);
 
 /// Who owns what we create. `chown` is false when unprivileged (`--root` sandbox, user mode).
 #[derive(Debug, Clone, Copy)]
@@ -104,10 +107,14 @@ impl MountDir {
     /// Opens the mount point and takes an exclusive lock on it, so two installers (activation and
     /// a manual run) never interleave.
     pub fn open(path: &Path) -> Result<MountDir, InstallError> {
-        let fd = open_dir(path).map_err(|e| InstallError::io("cannot open secrets mount", path, errno(e)))?;
+        let fd = open_dir(path)
+            .map_err(|e| InstallError::io("cannot open secrets mount", path, errno(e)))?;
         let lock = Flock::lock(fd, FlockArg::LockExclusive)
             .map_err(|(_, e)| InstallError::io("cannot lock secrets mount", path, errno(e)))?;
-        Ok(MountDir { path: path.to_path_buf(), lock })
+        Ok(MountDir {
+            path: path.to_path_buf(),
+            lock,
+        })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -119,14 +126,18 @@ impl MountDir {
     /// `age-keys.txt` (a plaintext copy of the host keys that sops-nix keeps in the mount).
     pub fn remove_leftovers(&self, current: Option<u64>) -> Result<Vec<String>, InstallError> {
         let mut removed = Vec::new();
-        let entries = list_dir(self.fd()).map_err(|e| InstallError::io("cannot list", &self.path, errno(e)))?;
+        let entries = list_dir(self.fd())
+            .map_err(|e| InstallError::io("cannot list", &self.path, errno(e)))?;
         for (name, _) in entries {
             let stale = name.starts_with(".tmp-")
                 || name == "age-keys.txt"
-                || name.parse::<u64>().is_ok_and(|n| current.is_none_or(|c| n > c));
+                || name
+                    .parse::<u64>()
+                    .is_ok_and(|n| current.is_none_or(|c| n > c));
             if stale {
-                remove_tree_at(self.fd(), &name)
-                    .map_err(|e| InstallError::io("cannot remove leftover", self.path.join(&name), errno(e)))?;
+                remove_tree_at(self.fd(), &name).map_err(|e| {
+                    InstallError::io("cannot remove leftover", self.path.join(&name), errno(e))
+                })?;
                 removed.push(name);
             }
         }
@@ -135,20 +146,39 @@ impl MountDir {
 
     /// Opens generation `n` for reading, if it exists and is a real directory.
     pub fn open_generation(&self, n: u64) -> Option<OldGeneration> {
-        open_dir_at(self.fd(), &n.to_string()).ok().map(|fd| OldGeneration { fd })
+        open_dir_at(self.fd(), &n.to_string())
+            .ok()
+            .map(|fd| OldGeneration { fd })
     }
 
     /// Starts writing generation `n` in `.tmp-<n>`.
-    pub fn create_generation(&self, n: u64, owners: Owners) -> Result<NewGeneration<'_>, InstallError> {
+    pub fn create_generation(
+        &self,
+        n: u64,
+        owners: Owners,
+    ) -> Result<NewGeneration<'_>, InstallError> {
         let tmp = format!(".tmp-{n}");
         let path = self.path.join(&tmp);
         // A leftover with this name was removed by `remove_leftovers`; EEXIST here means a race.
         mkdirat(self.fd(), tmp.as_str(), Mode::from_bits_truncate(0o700))
             .map_err(|e| InstallError::io("cannot create generation", &path, errno(e)))?;
-        let mut g = NewGeneration { mount: self, tmp_name: tmp, final_name: n.to_string(), fd: None, renamed: false, committed: false, owners };
-        let fd = open_dir_at(self.fd(), &g.tmp_name).map_err(|e| InstallError::io("cannot open generation", &path, errno(e)))?;
-        set_owner_mode(fd.as_fd(), owners.chown.then_some((0, owners.keys_gid)), DIR_MODE)
-            .map_err(|e| InstallError::io("cannot set owner of generation", &path, errno(e)))?;
+        let mut g = NewGeneration {
+            mount: self,
+            tmp_name: tmp,
+            final_name: n.to_string(),
+            fd: None,
+            renamed: false,
+            committed: false,
+            owners,
+        };
+        let fd = open_dir_at(self.fd(), &g.tmp_name)
+            .map_err(|e| InstallError::io("cannot open generation", &path, errno(e)))?;
+        set_owner_mode(
+            fd.as_fd(),
+            owners.chown.then_some((0, owners.keys_gid)),
+            DIR_MODE,
+        )
+        .map_err(|e| InstallError::io("cannot set owner of generation", &path, errno(e)))?;
         g.fd = Some(fd);
         Ok(g)
     }
@@ -159,12 +189,14 @@ impl MountDir {
             return Ok(Vec::new());
         }
         let mut pruned = Vec::new();
-        let entries = list_dir(self.fd()).map_err(|e| InstallError::io("cannot list", &self.path, errno(e)))?;
+        let entries = list_dir(self.fd())
+            .map_err(|e| InstallError::io("cannot list", &self.path, errno(e)))?;
         for (name, _) in entries {
             let Ok(k) = name.parse::<u64>() else { continue };
             if k != current && k.saturating_add(keep) <= current {
-                remove_tree_at(self.fd(), &name)
-                    .map_err(|e| InstallError::io("cannot prune generation", self.path.join(&name), errno(e)))?;
+                remove_tree_at(self.fd(), &name).map_err(|e| {
+                    InstallError::io("cannot prune generation", self.path.join(&name), errno(e))
+                })?;
                 pruned.push(k);
             }
         }
@@ -195,7 +227,11 @@ impl NewGeneration<'_> {
     }
 
     fn display(&self, rel: &[String]) -> PathBuf {
-        let mut p = self.mount.path.join(if self.renamed { &self.final_name } else { &self.tmp_name });
+        let mut p = self.mount.path.join(if self.renamed {
+            &self.final_name
+        } else {
+            &self.tmp_name
+        });
         for c in rel {
             p.push(c);
         }
@@ -204,8 +240,19 @@ impl NewGeneration<'_> {
 
     /// Creates `rel` (all but the last component are directories) with the given owner and mode
     /// and writes `bytes` into it. `what` names the secret in errors.
-    pub fn write(&self, what: &str, rel: &[String], ids: Option<(u32, u32)>, mode: u32, bytes: &[u8]) -> Result<(), InstallError> {
-        let wrap = |e: std::io::Error, upto: usize| InstallError::Write { secret: what.to_string(), path: self.display(&rel[..upto]), source: e };
+    pub fn write(
+        &self,
+        what: &str,
+        rel: &[String],
+        ids: Option<(u32, u32)>,
+        mode: u32,
+        bytes: &[u8],
+    ) -> Result<(), InstallError> {
+        let wrap = |e: std::io::Error, upto: usize| InstallError::Write {
+            secret: what.to_string(),
+            path: self.display(&rel[..upto]),
+            source: e,
+        };
         let (leaf, dirs) = rel.split_last().expect("validated: non-empty name");
         let mut held: Option<OwnedFd> = None;
         for (i, d) in dirs.iter().enumerate() {
@@ -214,7 +261,8 @@ impl NewGeneration<'_> {
                 Ok(()) => {
                     let fd = open_dir_at(parent, d).map_err(|e| wrap(errno(e), i + 1))?;
                     let dir_ids = self.owners.chown.then_some((0, self.owners.keys_gid));
-                    set_owner_mode(fd.as_fd(), dir_ids, DIR_MODE).map_err(|e| wrap(errno(e), i + 1))?;
+                    set_owner_mode(fd.as_fd(), dir_ids, DIR_MODE)
+                        .map_err(|e| wrap(errno(e), i + 1))?;
                     fd
                 }
                 // Made by an earlier secret of this generation (the tree is fresh and private).
@@ -224,8 +272,10 @@ impl NewGeneration<'_> {
             held = Some(next);
         }
         let parent = held.as_ref().map_or(self.fd(), |f| f.as_fd());
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = openat(parent, leaf.as_str(), flags, Mode::empty()).map_err(|e| wrap(errno(e), rel.len()))?;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(parent, leaf.as_str(), flags, Mode::empty())
+            .map_err(|e| wrap(errno(e), rel.len()))?;
         let file_ids = if self.owners.chown { ids } else { None };
         set_owner_mode(fd.as_fd(), file_ids, mode).map_err(|e| wrap(errno(e), rel.len()))?;
         let mut f = File::from(fd);
@@ -235,8 +285,13 @@ impl NewGeneration<'_> {
 
     /// Renames `.tmp-<N>` to `<N>`: from here on the generation is complete.
     pub fn finish(&mut self) -> Result<(), InstallError> {
-        renameat(self.mount.fd(), self.tmp_name.as_str(), self.mount.fd(), self.final_name.as_str())
-            .map_err(|e| InstallError::io("cannot finish generation", self.final_path(), errno(e)))?;
+        renameat(
+            self.mount.fd(),
+            self.tmp_name.as_str(),
+            self.mount.fd(),
+            self.final_name.as_str(),
+        )
+        .map_err(|e| InstallError::io("cannot finish generation", self.final_path(), errno(e)))?;
         self.renamed = true;
         Ok(())
     }
@@ -252,7 +307,11 @@ impl Drop for NewGeneration<'_> {
         if self.committed {
             return;
         }
-        let name = if self.renamed { &self.final_name } else { &self.tmp_name };
+        let name = if self.renamed {
+            &self.final_name
+        } else {
+            &self.tmp_name
+        };
         if let Err(e) = remove_tree_at(self.mount.fd(), name) {
             tracing::warn!(path = %self.mount.path.join(name).display(), error = %e, "cannot remove unfinished generation");
         }
@@ -282,14 +341,25 @@ impl OldGeneration {
             held = Some(open_dir_at(parent, d).ok()?);
         }
         let parent = held.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
-        let fd = openat(parent, leaf.as_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).ok()?;
+        let fd = openat(
+            parent,
+            leaf.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
         let st: FileStat = fstat(fd.as_fd()).ok()?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return None;
         }
         let mut buf = Vec::with_capacity(st.st_size as usize);
         File::from(fd).read_to_end(&mut buf).ok()?;
-        Some(OldFile { bytes: buf.into(), uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777 })
+        Some(OldFile {
+            bytes: buf.into(),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+        })
     }
 
     /// Every regular file of the generation as relative paths (for "removed" reporting).
@@ -336,18 +406,40 @@ mod tests {
         // A restrictive umask must not change any mode (0o077 keeps other tests' temp files working).
         let old = unsafe { libc::umask(0o077) };
         let m = MountDir::open(dir.path()).unwrap();
-        let owners = Owners { chown: false, keys_gid: 0 };
+        let owners = Owners {
+            chown: false,
+            keys_gid: 0,
+        };
         let mut g = m.create_generation(1, owners).unwrap();
-        g.write("secret 'a/b/c'", &rel("a/b/c"), None, 0o440, b"value").unwrap();
-        g.write("secret 'a/d'", &rel("a/d"), None, 0o600, b"v2").unwrap();
-        assert!(!dir.path().join("1").exists(), "not visible under its number before finish");
+        g.write("secret 'a/b/c'", &rel("a/b/c"), None, 0o440, b"value")
+            .unwrap();
+        g.write("secret 'a/d'", &rel("a/d"), None, 0o600, b"v2")
+            .unwrap();
+        assert!(
+            !dir.path().join("1").exists(),
+            "not visible under its number before finish"
+        );
         g.finish().unwrap();
         g.commit();
         unsafe { libc::umask(old) };
         let meta = std::fs::metadata(dir.path().join("1/a/b/c")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o440);
-        assert_eq!(std::fs::metadata(dir.path().join("1/a/b")).unwrap().permissions().mode() & 0o7777, 0o751);
-        assert_eq!(std::fs::metadata(dir.path().join("1")).unwrap().permissions().mode() & 0o7777, 0o751);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("1/a/b"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o751
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("1"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o751
+        );
         assert_eq!(std::fs::read(dir.path().join("1/a/d")).unwrap(), b"v2");
         let old_gen = m.open_generation(1).unwrap();
         let f = old_gen.read(&rel("a/b/c")).unwrap();
@@ -363,7 +455,10 @@ mod tests {
     fn uncommitted_generation_is_removed_and_leftovers_are_cleaned() {
         let dir = tempfile::tempdir().unwrap();
         let m = MountDir::open(dir.path()).unwrap();
-        let owners = Owners { chown: false, keys_gid: 0 };
+        let owners = Owners {
+            chown: false,
+            keys_gid: 0,
+        };
         {
             let g = m.create_generation(3, owners).unwrap();
             g.write("secret 'x'", &rel("x"), None, 0o400, b"x").unwrap();
@@ -384,13 +479,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let m = MountDir::open(dir.path()).unwrap();
-        let owners = Owners { chown: false, keys_gid: 0 };
+        let owners = Owners {
+            chown: false,
+            keys_gid: 0,
+        };
         let g = m.create_generation(1, owners).unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join(".tmp-1/a")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("f"), dir.path().join(".tmp-1/f")).unwrap();
-        let e = g.write("secret 'a/x'", &rel("a/x"), None, 0o400, b"x").unwrap_err().to_string();
+        let e = g
+            .write("secret 'a/x'", &rel("a/x"), None, 0o400, b"x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("secret 'a/x'"), "{e}");
-        let e = g.write("secret 'f'", &rel("f"), None, 0o400, b"x").unwrap_err().to_string();
+        let e = g
+            .write("secret 'f'", &rel("f"), None, 0o400, b"x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exists"), "{e}");
         assert!(!outside.path().join("x").exists() && !outside.path().join("f").exists());
     }

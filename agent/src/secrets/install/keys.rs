@@ -5,6 +5,12 @@ use super::engine::Engine;
 use super::error::InstallError;
 use super::validate::Plan;
 
-pub fn make_engine(_plan: &Plan, _generate: bool, _check_only: bool) -> Result<Box<dyn Engine>, InstallError> {
-    Err(InstallError::NoKeys { detail: "the SOPS engine is not built into this binary yet".into() })
+pub fn make_engine(
+    _plan: &Plan,
+    _generate: bool,
+    _check_only: bool,
+) -> Result<Box<dyn Engine>, InstallError> {
+    Err(InstallError::NoKeys {
+        detail: "the SOPS engine is not built into this binary yet".into(),
+    })
 }

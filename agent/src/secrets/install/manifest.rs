@@ -54,7 +54,10 @@ pub struct Logging {
 
 impl Default for Logging {
     fn default() -> Self {
-        Logging { key_import: true, secret_changes: true }
+        Logging {
+            key_import: true,
+            secret_changes: true,
+        }
     }
 }
 
@@ -170,7 +173,9 @@ pub(super) mod tests {
 
     #[test]
     fn rejects_unknown_fields_naming_them() {
-        let err = parse(br#"{"secrets":[],"symlinkPaht":"/x"}"#).unwrap_err().to_string();
+        let err = parse(br#"{"secrets":[],"symlinkPaht":"/x"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("symlinkPaht"), "{err}");
         let err = parse(br#"{"secrets":[{"name":"a","sopsFile":"/f","colour":1}]}"#)
             .unwrap_err()

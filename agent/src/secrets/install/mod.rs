@@ -108,8 +108,17 @@ pub struct Report {
 
 /// The `secrets install` entry.
 pub fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
-    let manifest = args.manifest.clone().or(args.manifest_arg.clone()).expect("clap requires one");
-    let result = install(&args, &manifest, &Context::from_process(), &keys::make_engine);
+    let manifest = args
+        .manifest
+        .clone()
+        .or(args.manifest_arg.clone())
+        .expect("clap requires one");
+    let result = install(
+        &args,
+        &manifest,
+        &Context::from_process(),
+        &keys::make_engine,
+    );
     match result {
         Ok(report) => {
             if args.json {
@@ -118,19 +127,28 @@ pub fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }
-            Ok(if report.warnings.is_empty() { ExitCode::Success } else { ExitCode::Failure })
+            Ok(if report.warnings.is_empty() {
+                ExitCode::Success
+            } else {
+                ExitCode::Failure
+            })
         }
         Err(e) => {
             tracing::error!(event = "secrets_install_failed", kind = e.kind(), error = %e, "secrets install failed");
             if args.json {
-                let v = serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
+                let v =
+                    serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             if args.check_mode != CheckMode::Off {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::Failure);
             }
-            let hint = if e.kind() == "not-root" { "" } else { "\nthe previous generation of secrets stays active" };
+            let hint = if e.kind() == "not-root" {
+                ""
+            } else {
+                "\nthe previous generation of secrets stays active"
+            };
             Err(anyhow::anyhow!("{e}{hint}"))
         }
     }
@@ -158,7 +176,8 @@ impl Context {
             is_root: nix::unistd::geteuid().is_root(),
             runtime_dir: std::env::var("XDG_RUNTIME_DIR").ok(),
             dry_env: std::env::var("NIXOS_ACTION").is_ok_and(|a| a == "dry-activate"),
-            via_systemctl: std::env::var("SOPS_RESTART_UNITS_VIA_SYSTEMCTL").is_ok_and(|v| v == "1"),
+            via_systemctl: std::env::var("SOPS_RESTART_UNITS_VIA_SYSTEMCTL")
+                .is_ok_and(|v| v == "1"),
             systemctl: std::env::var_os("CLAWDLETS_SYSTEMCTL").map(PathBuf::from),
         }
     }
@@ -171,15 +190,28 @@ pub(crate) fn install(
     ctx: &Context,
     make_engine: &EngineFactory,
 ) -> Result<Report, InstallError> {
-    let bytes = std::fs::read(manifest_path).map_err(|e| InstallError::ManifestRead { path: manifest_path.into(), source: e })?;
-    let m = manifest::parse(&bytes).map_err(|e| InstallError::ManifestParse { path: manifest_path.into(), detail: e.to_string() })?;
+    let bytes = std::fs::read(manifest_path).map_err(|e| InstallError::ManifestRead {
+        path: manifest_path.into(),
+        source: e,
+    })?;
+    let m = manifest::parse(&bytes).map_err(|e| InstallError::ManifestParse {
+        path: manifest_path.into(),
+        detail: e.to_string(),
+    })?;
     let root = args.root.as_deref();
     let runtime_dir = ctx.runtime_dir.clone();
     let dry = args.dry_activate || ctx.dry_env;
 
     if args.check_mode != CheckMode::Off {
         let plan = validate::plan(&m, root, OwnerMode::Skip, runtime_dir.as_deref())?;
-        let mut report = summary(&plan, if args.check_mode == CheckMode::Manifest { "check-manifest" } else { "check-sopsfile" });
+        let mut report = summary(
+            &plan,
+            if args.check_mode == CheckMode::Manifest {
+                "check-manifest"
+            } else {
+                "check-sopsfile"
+            },
+        );
         if args.check_mode == CheckMode::Sopsfile {
             let engine = make_engine(&plan, false, true)?;
             check_sops_files(&plan, engine.as_ref())?;
@@ -189,7 +221,10 @@ pub(crate) fn install(
     }
 
     if m.user_mode && runtime_dir.is_none() {
-        return Err(InstallError::invalid("manifest", "userMode needs XDG_RUNTIME_DIR to be set"));
+        return Err(InstallError::invalid(
+            "manifest",
+            "userMode needs XDG_RUNTIME_DIR to be set",
+        ));
     }
     if root.is_none() && !m.user_mode && !ctx.is_root {
         return Err(InstallError::NotRoot);
@@ -205,15 +240,28 @@ pub(crate) fn install(
     };
     let plan = validate::plan(&m, root, owner_mode, runtime_dir.as_deref())?;
     let mut report = summary(&plan, if dry { "dry-activate" } else { "install" });
-    let keys_gid = if args.ignore_passwd { 0 } else { dir.keys_gid() };
-    let owners = Owners { chown: privileged, keys_gid };
+    let keys_gid = if args.ignore_passwd {
+        0
+    } else {
+        dir.keys_gid()
+    };
+    let owners = Owners {
+        chown: privileged,
+        keys_gid,
+    };
 
     // Everything that can refuse the run does so before a single file is written.
     let current = switch::read_current(&plan.link, &plan.mount)?;
     let mut link_states = Vec::with_capacity(plan.items.len());
     for item in &plan.items {
         link_states.push(match &item.link {
-            Some((path, target)) => Some(switch::inspect_link(path, target, &plan.link, owners.chown.then_some(()).and(item.ids), &item.what())?),
+            Some((path, target)) => Some(switch::inspect_link(
+                path,
+                target,
+                &plan.link,
+                owners.chown.then_some(()).and(item.ids),
+                &item.what(),
+            )?),
             None => None,
         });
     }
@@ -223,7 +271,11 @@ pub(crate) fn install(
 
     let delivery = delivery(ctx, root, dry);
     if dry {
-        let old = current.and_then(|n| MountDir::open(&plan.mount).ok().and_then(|mnt| mnt.open_generation(n)));
+        let old = current.and_then(|n| {
+            MountDir::open(&plan.mount)
+                .ok()
+                .and_then(|mnt| mnt.open_generation(n))
+        });
         report.previous_generation = current;
         report.changes = units::detect(old.as_ref(), &plan.items, &values, owners.chown);
         log_changes(&plan, &report.changes, true);
@@ -251,11 +303,17 @@ pub(crate) fn install(
     drop(values);
 
     for (item, state) in plan.items.iter().zip(&link_states) {
-        if let (Some((path, target)), Some(LinkState::Missing | LinkState::Replace)) = (&item.link, state) {
+        if let (Some((path, target)), Some(LinkState::Missing | LinkState::Replace)) =
+            (&item.link, state)
+        {
             switch::replace_link(path, target, if owners.chown { item.ids } else { None })?;
         }
     }
-    switch::replace_link(&plan.link, &switch::generation_target(&plan.mount_for_links, n), None)?;
+    switch::replace_link(
+        &plan.link,
+        &switch::generation_target(&plan.mount_for_links, n),
+        None,
+    )?;
     generation.commit();
     report.generation = Some(n);
     tracing::info!(
@@ -275,7 +333,9 @@ pub(crate) fn install(
     }
     match mnt.prune(n, plan.keep_generations) {
         Ok(p) => report.pruned = p,
-        Err(e) => report.warnings.push(format!("cannot prune old generations: {e}")),
+        Err(e) => report
+            .warnings
+            .push(format!("cannot prune old generations: {e}")),
     }
     Ok(report)
 }
@@ -284,12 +344,21 @@ fn summary(plan: &Plan, mode: &'static str) -> Report {
     let templates = plan.items.iter().filter(|i| i.is_template).count();
     let mut warnings = Vec::new();
     if !plan.pgp_sources.is_empty() {
-        warnings.push(format!("PGP key sources are not supported and were ignored: {}", plan.pgp_sources.join(", ")));
+        warnings.push(format!(
+            "PGP key sources are not supported and were ignored: {}",
+            plan.pgp_sources.join(", ")
+        ));
     }
     for w in &warnings {
         tracing::info!("{w}");
     }
-    Report { mode, secrets: plan.items.len() - templates, templates, sops_files: plan.sources.len(), ..Default::default() }
+    Report {
+        mode,
+        secrets: plan.items.len() - templates,
+        templates,
+        sops_files: plan.sources.len(),
+        ..Default::default()
+    }
 }
 
 fn delivery(ctx: &Context, root: Option<&Path>, dry: bool) -> Delivery {
@@ -297,11 +366,19 @@ fn delivery(ctx: &Context, root: Option<&Path>, dry: bool) -> Delivery {
         // Under --root only an explicit override is run: a sandbox must never restart host units.
         match (ctx.systemctl.clone(), root) {
             (Some(p), _) => return Delivery::Systemctl { program: p, dry },
-            (None, None) => return Delivery::Systemctl { program: "systemctl".into(), dry },
+            (None, None) => {
+                return Delivery::Systemctl {
+                    program: "systemctl".into(),
+                    dry,
+                };
+            }
             (None, Some(_)) => return Delivery::Report,
         }
     }
-    Delivery::ActivationLists { nixos_dir: validate::host_path(root, "/run/nixos"), dry }
+    Delivery::ActivationLists {
+        nixos_dir: validate::host_path(root, "/run/nixos"),
+        dry,
+    }
 }
 
 /// The sops-nix style change lines (`adding secrets: a, b`), when `logging.secretChanges`.
@@ -316,12 +393,21 @@ fn log_changes(plan: &Plan, changes: &Changes, dry: bool) {
         return;
     }
     let names = |kind: ChangeKind| -> Vec<String> {
-        changes.changed.iter().filter(|(_, k)| *k == kind).map(|(w, _)| w.clone()).collect()
+        changes
+            .changed
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .map(|(w, _)| w.clone())
+            .collect()
     };
     let lines = [
         (names(ChangeKind::Added), "adding", "would add"),
         (names(ChangeKind::Modified), "modifying", "would modify"),
-        (names(ChangeKind::Metadata), "changing owner/mode of", "would change owner/mode of"),
+        (
+            names(ChangeKind::Metadata),
+            "changing owner/mode of",
+            "would change owner/mode of",
+        ),
         (changes.removed.clone(), "removing", "would remove"),
     ];
     for (list, verb, dry_verb) in lines {
@@ -342,9 +428,19 @@ fn sops_err(plan: &Plan, source: usize, e: EngineError) -> InstallError {
     let secret = match users.len() {
         0 | 1 => format!("secret '{}'", s.first_secret),
         2 | 3 => format!("secrets '{}'", users.join("', '")),
-        more => format!("secrets '{}', '{}' and {} more", users[0], users[1], more - 2),
+        more => format!(
+            "secrets '{}', '{}' and {} more",
+            users[0],
+            users[1],
+            more - 2
+        ),
     };
-    InstallError::SopsFile { secret, file: s.display.clone(), sops_kind: e.kind, detail: e.detail }
+    InstallError::SopsFile {
+        secret,
+        file: s.display.clone(),
+        sops_kind: e.kind,
+        detail: e.detail,
+    }
 }
 
 fn check_sops_files(plan: &Plan, engine: &dyn Engine) -> Result<(), InstallError> {
@@ -353,11 +449,16 @@ fn check_sops_files(plan: &Plan, engine: &dyn Engine) -> Result<(), InstallError
             .items
             .iter()
             .filter_map(|it| match &it.content {
-                Content::Secret { source, key: Some(k) } if *source == i => Some(k.as_slice()),
+                Content::Secret {
+                    source,
+                    key: Some(k),
+                } if *source == i => Some(k.as_slice()),
                 _ => None,
             })
             .collect();
-        engine.check(&s.path, s.format, &keys).map_err(|e| sops_err(plan, i, e))?;
+        engine
+            .check(&s.path, s.format, &keys)
+            .map_err(|e| sops_err(plan, i, e))?;
     }
     Ok(())
 }
@@ -366,9 +467,13 @@ fn check_sops_files(plan: &Plan, engine: &dyn Engine) -> Result<(), InstallError
 /// templates. Values are aligned with `plan.items`.
 fn decrypt_values(plan: &Plan, engine: &dyn Engine) -> Result<Vec<SecretBytes>, InstallError> {
     let n = plan.sources.len();
-    let slots: Mutex<Vec<Option<Result<Box<dyn Opened>, EngineError>>>> = Mutex::new((0..n).map(|_| None).collect());
+    let slots: Mutex<Vec<Option<Result<Box<dyn Opened>, EngineError>>>> =
+        Mutex::new((0..n).map(|_| None).collect());
     let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(n).max(1);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .min(n)
+        .max(1);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -385,7 +490,12 @@ fn decrypt_values(plan: &Plan, engine: &dyn Engine) -> Result<Vec<SecretBytes>, 
         }
     });
     let mut opened = Vec::with_capacity(n);
-    for (i, slot) in slots.into_inner().expect("threads joined").into_iter().enumerate() {
+    for (i, slot) in slots
+        .into_inner()
+        .expect("threads joined")
+        .into_iter()
+        .enumerate()
+    {
         match slot.expect("every source was opened") {
             Ok(o) => opened.push(o),
             Err(e) => return Err(sops_err(plan, i, e)),
@@ -410,9 +520,16 @@ fn decrypt_values(plan: &Plan, engine: &dyn Engine) -> Result<Vec<SecretBytes>, 
         });
     }
     drop(opened);
-    let phs: Vec<&[u8]> = plan.placeholders.iter().map(|(p, _)| p.as_slice()).collect();
-    let secret_values: Vec<SecretBytes> =
-        plan.placeholders.iter().map(|(_, i)| values[*i].clone().expect("placeholders name secrets")).collect();
+    let phs: Vec<&[u8]> = plan
+        .placeholders
+        .iter()
+        .map(|(p, _)| p.as_slice())
+        .collect();
+    let secret_values: Vec<SecretBytes> = plan
+        .placeholders
+        .iter()
+        .map(|(_, i)| values[*i].clone().expect("placeholders name secrets"))
+        .collect();
     let secret_refs: Vec<&[u8]> = secret_values.iter().map(|v| v.expose()).collect();
     Ok(plan
         .items
@@ -444,14 +561,20 @@ mod tests {
         fn new() -> Sandbox {
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir_all(dir.path().join("run/nixos")).unwrap();
-            Sandbox { dir, files: BTreeMap::new() }
+            Sandbox {
+                dir,
+                files: BTreeMap::new(),
+            }
         }
         fn root(&self) -> &Path {
             self.dir.path()
         }
         fn set(&mut self, file: &str, key: &str, value: &str) {
             let p = self.root().join(file.trim_start_matches('/'));
-            self.files.entry(p).or_default().insert(key.into(), value.into());
+            self.files
+                .entry(p)
+                .or_default()
+                .insert(key.into(), value.into());
         }
         fn install(&self, manifest: &str, dry: bool) -> Result<Report, InstallError> {
             let mpath = self.root().join("manifest.json");
@@ -466,11 +589,20 @@ mod tests {
                 ignore_passwd: false,
                 json: false,
             };
-            let ctx = Context { is_root: false, runtime_dir: None, dry_env: false, via_systemctl: false, systemctl: None };
-            let files = self.files.clone();
-            let factory = move |_: &Plan, _: bool, _: bool| -> Result<Box<dyn Engine>, InstallError> {
-                Ok(Box::new(FakeEngine { files: files.clone() }))
+            let ctx = Context {
+                is_root: false,
+                runtime_dir: None,
+                dry_env: false,
+                via_systemctl: false,
+                systemctl: None,
             };
+            let files = self.files.clone();
+            let factory =
+                move |_: &Plan, _: bool, _: bool| -> Result<Box<dyn Engine>, InstallError> {
+                    Ok(Box::new(FakeEngine {
+                        files: files.clone(),
+                    }))
+                };
             install(&args, &mpath, &ctx, &factory)
         }
         fn read(&self, p: &str) -> String {
@@ -494,12 +626,21 @@ mod tests {
         sb.set("/s/a.yaml", "token", "t0k");
         let r = sb.install(MANIFEST, false).unwrap();
         assert_eq!(r.generation, Some(1));
-        assert!(r.changes.restart.is_empty(), "first boot requests no restarts");
+        assert!(
+            r.changes.restart.is_empty(),
+            "first boot requests no restarts"
+        );
         assert_eq!(sb.link(), sb.root().join("run/secrets.d/1"));
         assert_eq!(sb.read("run/secrets/db"), "hunter2");
-        assert_eq!(sb.read("run/secrets/rendered/app.env"), "PW=hunter2\nTOKEN=t0k\n");
+        assert_eq!(
+            sb.read("run/secrets/rendered/app.env"),
+            "PW=hunter2\nTOKEN=t0k\n"
+        );
         assert_eq!(sb.read("etc/bot/token"), "t0k");
-        let mode = std::fs::metadata(sb.root().join("run/secrets/db")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(sb.root().join("run/secrets/db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o440);
 
         // Same values: nothing changes, nothing restarts.
@@ -513,13 +654,24 @@ mod tests {
         let r = sb.install(MANIFEST, false).unwrap();
         assert_eq!(r.changes.restart, vec!["db.service", "app.service"]);
         assert!(r.changes.reload.is_empty());
-        assert_eq!(sb.read("run/nixos/activation-restart-list"), "db.service\napp.service\n");
-        assert_eq!(sb.read("run/secrets/rendered/app.env"), "PW=correct horse\nTOKEN=t0k\n");
+        assert_eq!(
+            sb.read("run/nixos/activation-restart-list"),
+            "db.service\napp.service\n"
+        );
+        assert_eq!(
+            sb.read("run/secrets/rendered/app.env"),
+            "PW=correct horse\nTOKEN=t0k\n"
+        );
         assert!(!sb.root().join("run/secrets.d/2").exists());
 
         // A mode change alone counts (sops-nix ignores it).
-        let r = sb.install(&MANIFEST.replace("\"0440\"", "\"0400\""), false).unwrap();
-        assert_eq!(r.changes.changed, vec![("secret 'db'".to_string(), ChangeKind::Metadata)]);
+        let r = sb
+            .install(&MANIFEST.replace("\"0440\"", "\"0400\""), false)
+            .unwrap();
+        assert_eq!(
+            r.changes.changed,
+            vec![("secret 'db'".to_string(), ChangeKind::Metadata)]
+        );
         assert_eq!(r.changes.restart, vec!["db.service"]);
 
         // A removed secret is reported.
@@ -536,10 +688,24 @@ mod tests {
         sb.install(MANIFEST, false).unwrap();
         let bad = MANIFEST.replace("\"key\":\"token\"", "\"key\":\"missing/key\"");
         let e = sb.install(&bad, false).unwrap_err().to_string();
-        assert!(e.contains("secret 'bots/token'") && e.contains("missing/key") && e.contains("/s/a.yaml"), "{e}");
-        let e = sb.install(&MANIFEST.replace("/s/a.yaml\",\"path", "/s/nope.yaml\",\"path"), false).unwrap_err();
+        assert!(
+            e.contains("secret 'bots/token'")
+                && e.contains("missing/key")
+                && e.contains("/s/a.yaml"),
+            "{e}"
+        );
+        let e = sb
+            .install(
+                &MANIFEST.replace("/s/a.yaml\",\"path", "/s/nope.yaml\",\"path"),
+                false,
+            )
+            .unwrap_err();
         assert!(matches!(e, InstallError::SopsFile { .. }), "{e}");
-        assert!(e.to_string().starts_with("secret 'bots/token': sops file '/s/nope.yaml'"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("secret 'bots/token': sops file '/s/nope.yaml'"),
+            "{e}"
+        );
         assert_eq!(sb.link(), sb.root().join("run/secrets.d/1"));
         let names: Vec<String> = std::fs::read_dir(sb.root().join("run/secrets.d"))
             .unwrap()
@@ -573,7 +739,10 @@ mod tests {
         let r = sb.install(MANIFEST, true).unwrap();
         assert_eq!(r.generation, None);
         assert_eq!(r.changes.reload, vec!["bot.service"]);
-        assert_eq!(sb.read("run/nixos/dry-activation-reload-list"), "bot.service\n");
+        assert_eq!(
+            sb.read("run/nixos/dry-activation-reload-list"),
+            "bot.service\n"
+        );
         assert!(!sb.root().join("run/nixos/activation-reload-list").exists());
         assert_eq!(sb.link(), sb.root().join("run/secrets.d/1"));
         assert_eq!(sb.read("run/secrets/bots/token"), "t0k");

@@ -27,7 +27,10 @@ pub enum Prepared {
 
 /// Whether `path` is the root of a mount of the wanted type.
 pub fn is_wanted_mount(path: &Path, use_tmpfs: bool) -> Result<bool, InstallError> {
-    let fail = |e: std::io::Error| InstallError::Mount { path: path.to_path_buf(), detail: e.to_string() };
+    let fail = |e: std::io::Error| InstallError::Mount {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
     let st = nix::sys::statfs::statfs(path).map_err(|e| fail(super::error::errno(e)))?;
     let magic = st.filesystem_type().0 as i64;
     let wanted = if use_tmpfs { TMPFS_MAGIC } else { RAMFS_MAGIC };
@@ -41,8 +44,16 @@ pub fn is_wanted_mount(path: &Path, use_tmpfs: bool) -> Result<bool, InstallErro
 }
 
 /// Creates the mount point and mounts the secrets filesystem on it when `privileged`.
-pub fn prepare(path: &Path, use_tmpfs: bool, privileged: bool, keys_gid: u32) -> Result<Prepared, InstallError> {
-    let fail = |detail: String| InstallError::Mount { path: path.to_path_buf(), detail };
+pub fn prepare(
+    path: &Path,
+    use_tmpfs: bool,
+    privileged: bool,
+    keys_gid: u32,
+) -> Result<Prepared, InstallError> {
+    let fail = |detail: String| InstallError::Mount {
+        path: path.to_path_buf(),
+        detail,
+    };
     if let Some(parent) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -52,14 +63,23 @@ pub fn prepare(path: &Path, use_tmpfs: bool, privileged: bool, keys_gid: u32) ->
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => {
-            return Err(InstallError::Planted { path: path.to_path_buf(), detail: "the secrets mount point is a symlink".into() });
+            return Err(InstallError::Planted {
+                path: path.to_path_buf(),
+                detail: "the secrets mount point is a symlink".into(),
+            });
         }
         Ok(m) if !m.is_dir() => {
-            return Err(InstallError::Planted { path: path.to_path_buf(), detail: "the secrets mount point is not a directory".into() });
+            return Err(InstallError::Planted {
+                path: path.to_path_buf(),
+                detail: "the secrets mount point is not a directory".into(),
+            });
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().mode(0o700).create(path).map_err(|e| fail(format!("cannot create: {e}")))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| fail(format!("cannot create: {e}")))?;
         }
         Err(e) => return Err(fail(e.to_string())),
     }
@@ -69,19 +89,27 @@ pub fn prepare(path: &Path, use_tmpfs: bool, privileged: bool, keys_gid: u32) ->
             result = Prepared::AlreadyMounted;
         } else {
             let flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-            let (fstype, opts) = if use_tmpfs { ("tmpfs", "mode=0751,noswap") } else { ("ramfs", "mode=0751") };
+            let (fstype, opts) = if use_tmpfs {
+                ("tmpfs", "mode=0751,noswap")
+            } else {
+                ("ramfs", "mode=0751")
+            };
             let r = mount(Some("none"), path, Some(fstype), flags, Some(opts));
             let r = match r {
                 // Kernels before 6.4 do not know `noswap`.
-                Err(nix::errno::Errno::EINVAL) if use_tmpfs => mount(Some("none"), path, Some(fstype), flags, Some("mode=0751")),
+                Err(nix::errno::Errno::EINVAL) if use_tmpfs => {
+                    mount(Some("none"), path, Some(fstype), flags, Some("mode=0751"))
+                }
                 other => other,
             };
             r.map_err(|e| fail(format!("cannot mount {fstype}: {e}")))?;
             tracing::info!(event = "secrets_fs_mounted", path = %path.display(), fstype, "mounted secrets filesystem");
             result = Prepared::Mounted;
         }
-        std::os::unix::fs::chown(path, Some(0), Some(keys_gid)).map_err(|e| fail(format!("cannot chown to 0:{keys_gid}: {e}")))?;
+        std::os::unix::fs::chown(path, Some(0), Some(keys_gid))
+            .map_err(|e| fail(format!("cannot chown to 0:{keys_gid}: {e}")))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE)).map_err(|e| fail(format!("cannot chmod: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
+        .map_err(|e| fail(format!("cannot chmod: {e}")))?;
     Ok(result)
 }

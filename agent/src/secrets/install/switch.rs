@@ -24,12 +24,21 @@ pub fn read_current(link: &Path, mount: &Path) -> Result<Option<u64>, InstallErr
     if !meta.file_type().is_symlink() {
         return Err(InstallError::Planted {
             path: link.to_path_buf(),
-            detail: format!("it is a {}, not the symlink to the active generation; remove it", kind(&meta)),
+            detail: format!(
+                "it is a {}, not the symlink to the active generation; remove it",
+                kind(&meta)
+            ),
         });
     }
-    let target = std::fs::read_link(link).map_err(|e| InstallError::io("cannot read link", link, e))?;
+    let target =
+        std::fs::read_link(link).map_err(|e| InstallError::io("cannot read link", link, e))?;
     let n = (target.parent() == Some(mount))
-        .then(|| target.file_name().and_then(|f| f.to_str()).and_then(|f| f.parse::<u64>().ok()))
+        .then(|| {
+            target
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.parse::<u64>().ok())
+        })
         .flatten();
     match n {
         Some(n) => Ok(Some(n)),
@@ -68,12 +77,21 @@ pub enum LinkState {
 }
 
 /// Inspects `path` before anything is written: refuses anything that is not a link of ours.
-pub fn inspect_link(path: &Path, target: &Path, link_root: &Path, ids: Option<(u32, u32)>, what: &str) -> Result<LinkState, InstallError> {
+pub fn inspect_link(
+    path: &Path,
+    target: &Path,
+    link_root: &Path,
+    ids: Option<(u32, u32)>,
+    what: &str,
+) -> Result<LinkState, InstallError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LinkState::Missing),
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-            return Err(InstallError::Planted { path: path.to_path_buf(), detail: format!("{what}: a parent of the path is not a directory") });
+            return Err(InstallError::Planted {
+                path: path.to_path_buf(),
+                detail: format!("{what}: a parent of the path is not a directory"),
+            });
         }
         Err(e) => return Err(InstallError::io("cannot inspect", path, e)),
     };
@@ -83,23 +101,33 @@ pub fn inspect_link(path: &Path, target: &Path, link_root: &Path, ids: Option<(u
             detail: format!("{what}: a {} exists where its symlink goes", kind(&meta)),
         });
     }
-    let current = std::fs::read_link(path).map_err(|e| InstallError::io("cannot read link", path, e))?;
+    let current =
+        std::fs::read_link(path).map_err(|e| InstallError::io("cannot read link", path, e))?;
     if current == target {
         let owner_ok = ids.is_none_or(|(u, g)| meta.uid() == u && meta.gid() == g);
-        return Ok(if owner_ok { LinkState::Correct } else { LinkState::Replace });
+        return Ok(if owner_ok {
+            LinkState::Correct
+        } else {
+            LinkState::Replace
+        });
     }
     if current.starts_with(link_root) {
         return Ok(LinkState::Replace);
     }
     Err(InstallError::Planted {
         path: path.to_path_buf(),
-        detail: format!("{what}: a symlink to '{}' exists where its symlink goes", current.display()),
+        detail: format!(
+            "{what}: a symlink to '{}' exists where its symlink goes",
+            current.display()
+        ),
     })
 }
 
 /// Creates missing parent directories of `path` with mode 0755 (set explicitly, not via umask).
 fn create_parents(path: &Path) -> Result<(), InstallError> {
-    let Some(parent) = path.parent() else { return Ok(()) };
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
     let mut missing = Vec::new();
     let mut p = parent.to_path_buf();
     while std::fs::symlink_metadata(&p).is_err() {
@@ -121,26 +149,48 @@ fn create_parents(path: &Path) -> Result<(), InstallError> {
 
 /// Atomically makes `path` a symlink to `target` (owned by `ids` when given): the new link is
 /// created beside it under a temporary name, chowned, then renamed over whatever link was there.
-pub fn replace_link(path: &Path, target: &Path, ids: Option<(u32, u32)>) -> Result<(), InstallError> {
+pub fn replace_link(
+    path: &Path,
+    target: &Path,
+    ids: Option<(u32, u32)>,
+) -> Result<(), InstallError> {
     create_parents(path)?;
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let base = path.file_name().and_then(|b| b.to_str()).ok_or_else(|| InstallError::invalid(path.display().to_string(), "not a file name"))?;
-    let pfd = open_dir(parent).map_err(|e| InstallError::io("cannot open directory", parent, errno(e)))?;
+    let base = path
+        .file_name()
+        .and_then(|b| b.to_str())
+        .ok_or_else(|| InstallError::invalid(path.display().to_string(), "not a file name"))?;
+    let pfd = open_dir(parent)
+        .map_err(|e| InstallError::io("cannot open directory", parent, errno(e)))?;
     let tmp = format!(".{base}.clawdlets-tmp");
     match unlinkat(pfd.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(InstallError::io("cannot remove stale", parent.join(&tmp), errno(e))),
+        Err(e) => {
+            return Err(InstallError::io(
+                "cannot remove stale",
+                parent.join(&tmp),
+                errno(e),
+            ));
+        }
     }
-    symlinkat(target, pfd.as_fd(), tmp.as_str()).map_err(|e| InstallError::io("cannot create symlink", parent.join(&tmp), errno(e)))?;
+    symlinkat(target, pfd.as_fd(), tmp.as_str())
+        .map_err(|e| InstallError::io("cannot create symlink", parent.join(&tmp), errno(e)))?;
     let cleanup = |e: Errno, op: &'static str| {
         let _ = unlinkat(pfd.as_fd(), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         InstallError::io(op, path.to_path_buf(), errno(e))
     };
     if let Some((u, g)) = ids {
-        fchownat(pfd.as_fd(), tmp.as_str(), Some(Uid::from_raw(u)), Some(Gid::from_raw(g)), AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(|e| cleanup(e, "cannot chown symlink"))?;
+        fchownat(
+            pfd.as_fd(),
+            tmp.as_str(),
+            Some(Uid::from_raw(u)),
+            Some(Gid::from_raw(g)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| cleanup(e, "cannot chown symlink"))?;
     }
-    renameat(pfd.as_fd(), tmp.as_str(), pfd.as_fd(), base).map_err(|e| cleanup(e, "cannot switch symlink"))?;
+    renameat(pfd.as_fd(), tmp.as_str(), pfd.as_fd(), base)
+        .map_err(|e| cleanup(e, "cannot switch symlink"))?;
     Ok(())
 }
 
@@ -165,10 +215,20 @@ mod tests {
         replace_link(&link, &mount.join("8"), None).unwrap();
         assert_eq!(read_current(&link, &mount).unwrap(), Some(8));
         replace_link(&link, Path::new("/etc"), None).unwrap();
-        assert!(read_current(&link, &mount).unwrap_err().to_string().contains("points to '/etc'"));
+        assert!(
+            read_current(&link, &mount)
+                .unwrap_err()
+                .to_string()
+                .contains("points to '/etc'")
+        );
         std::fs::remove_file(&link).unwrap();
         std::fs::create_dir(&link).unwrap();
-        assert!(read_current(&link, &mount).unwrap_err().to_string().contains("directory"));
+        assert!(
+            read_current(&link, &mount)
+                .unwrap_err()
+                .to_string()
+                .contains("directory")
+        );
     }
 
     #[test]
@@ -177,20 +237,40 @@ mod tests {
         let root = d.path().join("run/secrets");
         let p = d.path().join("etc/app/token");
         let target = root.join("token");
-        assert_eq!(inspect_link(&p, &target, &root, None, "secret 'token'").unwrap(), LinkState::Missing);
+        assert_eq!(
+            inspect_link(&p, &target, &root, None, "secret 'token'").unwrap(),
+            LinkState::Missing
+        );
         replace_link(&p, &target, None).unwrap();
         assert_eq!(std::fs::read_link(&p).unwrap(), target);
-        assert_eq!(inspect_link(&p, &target, &root, None, "s").unwrap(), LinkState::Correct);
+        assert_eq!(
+            inspect_link(&p, &target, &root, None, "s").unwrap(),
+            LinkState::Correct
+        );
         replace_link(&p, &root.join("old"), None).unwrap();
-        assert_eq!(inspect_link(&p, &target, &root, None, "s").unwrap(), LinkState::Replace);
+        assert_eq!(
+            inspect_link(&p, &target, &root, None, "s").unwrap(),
+            LinkState::Replace
+        );
         replace_link(&p, Path::new("/etc/shadow"), None).unwrap();
-        let e = inspect_link(&p, &target, &root, None, "secret 'token'").unwrap_err().to_string();
-        assert!(e.contains("/etc/shadow") && e.contains("secret 'token'"), "{e}");
+        let e = inspect_link(&p, &target, &root, None, "secret 'token'")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/shadow") && e.contains("secret 'token'"),
+            "{e}"
+        );
         std::fs::remove_file(&p).unwrap();
         std::fs::write(&p, "planted").unwrap();
-        let e = inspect_link(&p, &target, &root, None, "secret 'token'").unwrap_err().to_string();
+        let e = inspect_link(&p, &target, &root, None, "secret 'token'")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("regular file"), "{e}");
-        let mode = std::fs::metadata(d.path().join("etc/app")).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(d.path().join("etc/app"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o755);
     }
 }

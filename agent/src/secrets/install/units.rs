@@ -47,8 +47,15 @@ fn push_unique(list: &mut Vec<String>, seen: &mut BTreeSet<String>, units: &[Str
 
 /// Compares every item's new bytes and ids with the old generation. `old` None = nothing to
 /// compare with (first boot: sops-nix requests no restarts then, and neither do we).
-pub fn detect(old: Option<&OldGeneration>, items: &[Item], values: &[SecretBytes], chown: bool) -> Changes {
-    let Some(old) = old else { return Changes::default() };
+pub fn detect(
+    old: Option<&OldGeneration>,
+    items: &[Item],
+    values: &[SecretBytes],
+    chown: bool,
+) -> Changes {
+    let Some(old) = old else {
+        return Changes::default();
+    };
     let mut c = Changes::default();
     let (mut seen_restart, mut seen_reload) = (BTreeSet::new(), BTreeSet::new());
     for (item, value) in items.iter().zip(values) {
@@ -67,7 +74,12 @@ pub fn detect(old: Option<&OldGeneration>, items: &[Item], values: &[SecretBytes
         }
     }
     let new: BTreeSet<&[String]> = items.iter().map(|i| i.rel.as_slice()).collect();
-    c.removed = old.files().into_iter().filter(|f| !new.contains(f.as_slice())).map(|f| f.join("/")).collect();
+    c.removed = old
+        .files()
+        .into_iter()
+        .filter(|f| !new.contains(f.as_slice()))
+        .map(|f| f.join("/"))
+        .collect();
     c.removed.sort();
     c
 }
@@ -95,17 +107,31 @@ pub fn deliver(changes: &Changes, how: &Delivery) -> Result<Vec<String>, Install
                 }
                 let file = nixos_dir.join(format!("{prefix}-{which}-list"));
                 append_lines(&file, units)?;
-                said.push(format!("{which}: {} (via {})", units.join(" "), file.display()));
+                said.push(format!(
+                    "{which}: {} (via {})",
+                    units.join(" "),
+                    file.display()
+                ));
             }
         }
         Delivery::Systemctl { program, dry } => {
-            for (units, verb) in [(&changes.restart, "try-restart"), (&changes.reload, "try-reload-or-restart")] {
+            for (units, verb) in [
+                (&changes.restart, "try-restart"),
+                (&changes.reload, "try-reload-or-restart"),
+            ] {
                 if units.is_empty() {
                     continue;
                 }
                 if *dry {
                     for u in units.iter() {
-                        said.push(format!("would {} {u}", if verb == "try-restart" { "restart" } else { "reload" }));
+                        said.push(format!(
+                            "would {} {u}",
+                            if verb == "try-restart" {
+                                "restart"
+                            } else {
+                                "reload"
+                            }
+                        ));
                     }
                     continue;
                 }
@@ -115,10 +141,16 @@ pub fn deliver(changes: &Changes, how: &Delivery) -> Result<Vec<String>, Install
                     .args(units.iter())
                     .stdout(std::process::Stdio::null())
                     .status()
-                    .map_err(|e| InstallError::Units { detail: format!("cannot run '{}': {e}", program.display()) })?;
+                    .map_err(|e| InstallError::Units {
+                        detail: format!("cannot run '{}': {e}", program.display()),
+                    })?;
                 if !status.success() {
                     return Err(InstallError::Units {
-                        detail: format!("'{} --no-block {verb} {}' failed with {status}", program.display(), units.join(" ")),
+                        detail: format!(
+                            "'{} --no-block {verb} {}' failed with {status}",
+                            program.display(),
+                            units.join(" ")
+                        ),
                     });
                 }
                 said.push(format!("{verb}: {}", units.join(" ")));
@@ -127,7 +159,10 @@ pub fn deliver(changes: &Changes, how: &Delivery) -> Result<Vec<String>, Install
         Delivery::Report => {
             for (units, which) in [(&changes.restart, "restart"), (&changes.reload, "reload")] {
                 if !units.is_empty() {
-                    said.push(format!("would {which} (sandbox, not requested): {}", units.join(" ")));
+                    said.push(format!(
+                        "would {which} (sandbox, not requested): {}",
+                        units.join(" ")
+                    ));
                 }
             }
         }
@@ -142,10 +177,14 @@ fn append_lines(file: &Path, units: &[String]) -> Result<(), InstallError> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(file)
-        .map_err(|e| InstallError::Units { detail: format!("cannot open '{}': {e}", file.display()) })?;
+        .map_err(|e| InstallError::Units {
+            detail: format!("cannot open '{}': {e}", file.display()),
+        })?;
     let text: String = units.iter().map(|u| format!("{u}\n")).collect();
     f.write_all(text.as_bytes())
-        .map_err(|e| InstallError::Units { detail: format!("cannot write '{}': {e}", file.display()) })
+        .map_err(|e| InstallError::Units {
+            detail: format!("cannot write '{}': {e}", file.display()),
+        })
 }
 
 #[cfg(test)]
@@ -156,15 +195,38 @@ mod tests {
     fn activation_lists_are_appended_only_when_the_nixos_dir_exists() {
         let d = tempfile::tempdir().unwrap();
         let nixos = d.path().join("run/nixos");
-        let c = Changes { restart: vec!["a.service".into(), "b.service".into()], reload: vec!["c.service".into()], ..Default::default() };
-        let how = Delivery::ActivationLists { nixos_dir: nixos.clone(), dry: false };
+        let c = Changes {
+            restart: vec!["a.service".into(), "b.service".into()],
+            reload: vec!["c.service".into()],
+            ..Default::default()
+        };
+        let how = Delivery::ActivationLists {
+            nixos_dir: nixos.clone(),
+            dry: false,
+        };
         assert!(deliver(&c, &how).unwrap().is_empty());
         std::fs::create_dir_all(&nixos).unwrap();
         std::fs::write(nixos.join("activation-restart-list"), "x.service\n").unwrap();
         deliver(&c, &how).unwrap();
-        assert_eq!(std::fs::read_to_string(nixos.join("activation-restart-list")).unwrap(), "x.service\na.service\nb.service\n");
-        assert_eq!(std::fs::read_to_string(nixos.join("activation-reload-list")).unwrap(), "c.service\n");
-        deliver(&c, &Delivery::ActivationLists { nixos_dir: nixos.clone(), dry: true }).unwrap();
-        assert_eq!(std::fs::read_to_string(nixos.join("dry-activation-reload-list")).unwrap(), "c.service\n");
+        assert_eq!(
+            std::fs::read_to_string(nixos.join("activation-restart-list")).unwrap(),
+            "x.service\na.service\nb.service\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(nixos.join("activation-reload-list")).unwrap(),
+            "c.service\n"
+        );
+        deliver(
+            &c,
+            &Delivery::ActivationLists {
+                nixos_dir: nixos.clone(),
+                dry: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(nixos.join("dry-activation-reload-list")).unwrap(),
+            "c.service\n"
+        );
     }
 }

@@ -22,7 +22,9 @@ pub struct UserIds {
 
 impl Directory {
     pub fn new(root: Option<&Path>) -> Directory {
-        Directory { sandbox_etc: root.map(|r| r.join("etc")) }
+        Directory {
+            sandbox_etc: root.map(|r| r.join("etc")),
+        }
     }
 
     /// Resolves a user name (or a numeric uid string). `None` when unknown.
@@ -36,7 +38,12 @@ impl Directory {
         // Transient NSS failures (nscd/sssd restarting during activation) get one retry.
         for attempt in 0..2 {
             match nix::unistd::User::from_name(name) {
-                Ok(Some(u)) => return Some(UserIds { uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
+                Ok(Some(u)) => {
+                    return Some(UserIds {
+                        uid: u.uid.as_raw(),
+                        gid: u.gid.as_raw(),
+                    });
+                }
                 Ok(None) => break,
                 Err(_) if attempt == 0 => std::thread::sleep(std::time::Duration::from_millis(50)),
                 Err(_) => break,
@@ -70,14 +77,19 @@ impl Directory {
     /// The group that owns the mount point and generation directories: `keys`, else `nogroup`
     /// (sops-nix's choice), else 0.
     pub fn keys_gid(&self) -> u32 {
-        self.group_by_name_only("keys").or_else(|| self.group_by_name_only("nogroup")).unwrap_or(0)
+        self.group_by_name_only("keys")
+            .or_else(|| self.group_by_name_only("nogroup"))
+            .unwrap_or(0)
     }
 
     fn group_by_name_only(&self, name: &str) -> Option<u32> {
         if let Some((gid, _)) = self.sandbox_lookup("group", name) {
             return Some(gid);
         }
-        nix::unistd::Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())
+        nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
     }
 
     /// Looks `name` up in `<root>/etc/<db>` (passwd: returns uid and gid; group: gid).
@@ -128,10 +140,24 @@ mod tests {
     fn sandbox_etc_files_win() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/passwd"), "bot-maren:x:1500:1600::/:/bin/false\n").unwrap();
-        std::fs::write(dir.path().join("etc/group"), "clf-bots:x:1600:bot-maren\nkeys:x:96:\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "bot-maren:x:1500:1600::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "clf-bots:x:1600:bot-maren\nkeys:x:96:\n",
+        )
+        .unwrap();
         let d = Directory::new(Some(dir.path()));
-        assert_eq!(d.user("bot-maren"), Some(UserIds { uid: 1500, gid: 1600 }));
+        assert_eq!(
+            d.user("bot-maren"),
+            Some(UserIds {
+                uid: 1500,
+                gid: 1600
+            })
+        );
         assert_eq!(d.group("clf-bots"), Some(1600));
         assert_eq!(d.keys_gid(), 96);
         // Falls back to NSS for names the sandbox does not define.

@@ -82,7 +82,10 @@ pub struct Source {
 #[derive(Debug, Clone)]
 pub enum Content {
     /// A value of a sops file: `key` None = the whole decrypted file.
-    Secret { source: usize, key: Option<Vec<String>> },
+    Secret {
+        source: usize,
+        key: Option<Vec<String>>,
+    },
     /// A template's text with placeholders still in it.
     Template { text: Vec<u8> },
 }
@@ -176,16 +179,24 @@ fn rel_components(name: &str) -> Result<Vec<String>, String> {
         return Err("the name contains a NUL byte".into());
     }
     if name.starts_with('/') {
-        return Err(format!("name '{name}' is absolute; names are relative to the secrets directory"));
+        return Err(format!(
+            "name '{name}' is absolute; names are relative to the secrets directory"
+        ));
     }
     let mut out = Vec::new();
     for c in name.split('/') {
         match c {
             "" => return Err(format!("name '{name}' has an empty path component")),
             "." | ".." => {
-                return Err(format!("name '{name}' contains '{c}' and would escape the secrets directory"));
+                return Err(format!(
+                    "name '{name}' contains '{c}' and would escape the secrets directory"
+                ));
             }
-            c if c.len() > 255 => return Err(format!("name '{name}' has a component longer than 255 bytes")),
+            c if c.len() > 255 => {
+                return Err(format!(
+                    "name '{name}' has a component longer than 255 bytes"
+                ));
+            }
             c => out.push(c.to_string()),
         }
     }
@@ -203,7 +214,10 @@ fn parse_mode(mode: Option<&str>) -> Result<u32, String> {
 
 fn check_units(what: &str, units: &[String]) -> Result<(), InstallError> {
     for u in units {
-        if u.is_empty() || u.starts_with('-') || u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        if u.is_empty()
+            || u.starts_with('-')
+            || u.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
             return Err(InstallError::invalid(
                 what,
                 format!("unit name {u:?} is not a valid systemd unit name"),
@@ -223,14 +237,21 @@ fn resolve_ids(
     gid: Option<i64>,
 ) -> Result<Option<(u32, u32)>, InstallError> {
     let to_id = |v: i64, field: &str| {
-        u32::try_from(v).map_err(|_| InstallError::invalid(what, format!("{field} {v} is out of range")))
+        u32::try_from(v)
+            .map_err(|_| InstallError::invalid(what, format!("{field} {v} is out of range")))
     };
     // The module asserts "owner XOR uid" and "group XOR gid"; enforce it for hand-written files.
     if owner.is_some() && uid.is_some_and(|u| u != 0) {
-        return Err(InstallError::invalid(what, "both owner and a non-zero uid are set; set only one"));
+        return Err(InstallError::invalid(
+            what,
+            "both owner and a non-zero uid are set; set only one",
+        ));
     }
     if group.is_some() && gid.is_some_and(|g| g != 0) {
-        return Err(InstallError::invalid(what, "both group and a non-zero gid are set; set only one"));
+        return Err(InstallError::invalid(
+            what,
+            "both group and a non-zero gid are set; set only one",
+        ));
     }
     let uid_n = to_id(uid.unwrap_or(0), "uid")?;
     let gid_n = to_id(gid.unwrap_or(0), "gid")?;
@@ -249,18 +270,31 @@ fn resolve_ids(
         }
     };
     let (u, primary) = match owner {
-        Some(name) => {
-            match dir.user(name) {
-                Some(ids) => (ids.uid, Some(ids.gid)),
-                None => (unknown(InstallError::UnknownUser { what: what.into(), name: name.into() }, 0)?, Some(0)),
-            }
-        }
+        Some(name) => match dir.user(name) {
+            Some(ids) => (ids.uid, Some(ids.gid)),
+            None => (
+                unknown(
+                    InstallError::UnknownUser {
+                        what: what.into(),
+                        name: name.into(),
+                    },
+                    0,
+                )?,
+                Some(0),
+            ),
+        },
         None => (uid_n, None),
     };
     let g = match group {
         Some(name) => match dir.group(name) {
             Some(g) => g,
-            None => unknown(InstallError::UnknownGroup { what: what.into(), name: name.into() }, 0)?,
+            None => unknown(
+                InstallError::UnknownGroup {
+                    what: what.into(),
+                    name: name.into(),
+                },
+                0,
+            )?,
         },
         // Hand-written manifests may give only an owner; the module always fills `group` with
         // the owner's primary group, so do the same when no gid was given either.
@@ -283,29 +317,48 @@ pub fn plan(
             return p.to_string();
         }
         // sops-nix: `%%` → `%`, `%r` → $XDG_RUNTIME_DIR.
-        p.split("%%").map(|part| part.replace("%r", runtime_dir.unwrap_or("%r"))).collect::<Vec<_>>().join("%")
+        p.split("%%")
+            .map(|part| part.replace("%r", runtime_dir.unwrap_or("%r")))
+            .collect::<Vec<_>>()
+            .join("%")
     };
     let mount_l = clean_abs(&subst(&m.secrets_mount_point))
         .map_err(|d| InstallError::invalid("secretsMountPoint", d))?;
-    let link_l = clean_abs(&subst(&m.symlink_path)).map_err(|d| InstallError::invalid("symlinkPath", d))?;
+    let link_l =
+        clean_abs(&subst(&m.symlink_path)).map_err(|d| InstallError::invalid("symlinkPath", d))?;
     if mount_l == "/" || link_l == "/" {
-        return Err(InstallError::invalid("manifest", "secretsMountPoint and symlinkPath must not be '/'"));
+        return Err(InstallError::invalid(
+            "manifest",
+            "secretsMountPoint and symlinkPath must not be '/'",
+        ));
     }
     let inside = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
     if inside(&link_l, &mount_l) || inside(&mount_l, &link_l) {
         return Err(InstallError::invalid(
             "manifest",
-            format!("symlinkPath '{link_l}' and secretsMountPoint '{mount_l}' must not contain each other"),
+            format!(
+                "symlinkPath '{link_l}' and secretsMountPoint '{mount_l}' must not contain each other"
+            ),
         ));
     }
-    let keep_generations = u64::try_from(m.keep_generations)
-        .map_err(|_| InstallError::invalid("keepGenerations", format!("{} is negative", m.keep_generations)))?;
+    let keep_generations = u64::try_from(m.keep_generations).map_err(|_| {
+        InstallError::invalid(
+            "keepGenerations",
+            format!("{} is negative", m.keep_generations),
+        )
+    })?;
     if m.gnupg_home.as_deref().is_some_and(|h| !h.is_empty()) {
         if !m.ssh_key_paths.is_empty() {
-            return Err(InstallError::invalid("manifest", "gnupgHome and sshKeyPaths are mutually exclusive"));
+            return Err(InstallError::invalid(
+                "manifest",
+                "gnupgHome and sshKeyPaths are mutually exclusive",
+            ));
         }
         if m.age_key_file.as_deref().is_some_and(|f| !f.is_empty()) {
-            return Err(InstallError::invalid("manifest", "gnupgHome and ageKeyFile are mutually exclusive"));
+            return Err(InstallError::invalid(
+                "manifest",
+                "gnupgHome and ageKeyFile are mutually exclusive",
+            ));
         }
     }
 
@@ -331,7 +384,10 @@ pub fn plan(
         }
         let mode = parse_mode(s.mode.as_deref()).map_err(|d| InstallError::invalid(&what, d))?;
         let format = Format::parse(s.format.as_deref()).ok_or_else(|| {
-            InstallError::invalid(&what, format!("unsupported format '{}'", s.format.as_deref().unwrap_or("")))
+            InstallError::invalid(
+                &what,
+                format!("unsupported format '{}'", s.format.as_deref().unwrap_or("")),
+            )
         })?;
         if s.sops_file.is_empty() {
             return Err(InstallError::invalid(&what, "sopsFile is empty"));
@@ -369,22 +425,38 @@ pub fn plan(
         } else {
             let parts: Vec<String> = key_s.split('/').map(str::to_string).collect();
             if parts.iter().any(String::is_empty) {
-                return Err(InstallError::invalid(&what, format!("key '{key_s}' has an empty component")));
+                return Err(InstallError::invalid(
+                    &what,
+                    format!("key '{key_s}' has an empty component"),
+                ));
             }
             Some(parts)
         };
         check_units(&what, &s.restart_units)?;
         check_units(&what, &s.reload_units)?;
-        let ids = resolve_ids(&what, owners, s.owner.as_deref(), s.uid, s.group.as_deref(), s.gid)?;
+        let ids = resolve_ids(
+            &what,
+            owners,
+            s.owner.as_deref(),
+            s.uid,
+            s.group.as_deref(),
+            s.gid,
+        )?;
         if has_templates {
             let ph = m.placeholder_by_secret_name.get(&s.name).ok_or_else(|| {
-                InstallError::invalid(&what, "no entry in placeholderBySecretName (needed when templates exist)")
+                InstallError::invalid(
+                    &what,
+                    "no entry in placeholderBySecretName (needed when templates exist)",
+                )
             })?;
             if ph.is_empty() {
                 return Err(InstallError::invalid(&what, "its placeholder is empty"));
             }
             if let Some(other) = seen_placeholders.insert(ph.clone(), s.name.clone()) {
-                return Err(InstallError::invalid(&what, format!("shares its placeholder with secret '{other}'")));
+                return Err(InstallError::invalid(
+                    &what,
+                    format!("shares its placeholder with secret '{other}'"),
+                ));
             }
             placeholders.push((ph.as_bytes().to_vec(), items.len()));
         }
@@ -400,7 +472,13 @@ pub fn plan(
             content: Content::Secret { source, key },
         });
         let idx = items.len() - 1;
-        items[idx].link = custom_link(root, &link_l, &mount_l, &items[idx], s.path.as_deref().map(&subst))?;
+        items[idx].link = custom_link(
+            root,
+            &link_l,
+            &mount_l,
+            &items[idx],
+            s.path.as_deref().map(&subst),
+        )?;
     }
 
     let mut template_names = BTreeSet::new();
@@ -423,9 +501,21 @@ pub fn plan(
                     detail: format!("cannot read file '{}': {e}", p.display()),
                 })?
             }
-            _ => return Err(InstallError::invalid(&what, "neither content nor file is set")),
+            _ => {
+                return Err(InstallError::invalid(
+                    &what,
+                    "neither content nor file is set",
+                ));
+            }
         };
-        let ids = resolve_ids(&what, owners, t.owner.as_deref(), t.uid, t.group.as_deref(), t.gid)?;
+        let ids = resolve_ids(
+            &what,
+            owners,
+            t.owner.as_deref(),
+            t.uid,
+            t.group.as_deref(),
+            t.gid,
+        )?;
         items.push(Item {
             name: t.name.clone(),
             is_template: true,
@@ -438,7 +528,13 @@ pub fn plan(
             content: Content::Template { text },
         });
         let idx = items.len() - 1;
-        items[idx].link = custom_link(root, &link_l, &mount_l, &items[idx], t.path.as_deref().map(&subst))?;
+        items[idx].link = custom_link(
+            root,
+            &link_l,
+            &mount_l,
+            &items[idx],
+            t.path.as_deref().map(&subst),
+        )?;
     }
 
     check_overlaps(&items)?;
@@ -467,8 +563,16 @@ pub fn plan(
         items,
         sources,
         placeholders,
-        age_key_file: m.age_key_file.as_deref().filter(|f| !f.is_empty()).map(|f| host_path(root, f)),
-        age_ssh_key_paths: m.age_ssh_key_paths.iter().map(|p| host_path(root, p)).collect(),
+        age_key_file: m
+            .age_key_file
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .map(|f| host_path(root, f)),
+        age_ssh_key_paths: m
+            .age_ssh_key_paths
+            .iter()
+            .map(|p| host_path(root, p))
+            .collect(),
         pgp_sources: m
             .ssh_key_paths
             .iter()
@@ -488,7 +592,8 @@ fn custom_link(
 ) -> Result<Option<(PathBuf, PathBuf)>, InstallError> {
     let Some(path) = path else { return Ok(None) };
     let default = format!("{link_l}/{}", item.rel_path());
-    let p = clean_abs(&path).map_err(|d| InstallError::invalid(item.what(), format!("path: {d}")))?;
+    let p =
+        clean_abs(&path).map_err(|d| InstallError::invalid(item.what(), format!("path: {d}")))?;
     if p == default {
         return Ok(None);
     }
@@ -496,7 +601,9 @@ fn custom_link(
         if p == dir || p.starts_with(&format!("{dir}/")) {
             return Err(InstallError::invalid(
                 item.what(),
-                format!("path '{p}' lies inside {label} '{dir}'; only '{default}' is allowed there"),
+                format!(
+                    "path '{p}' lies inside {label} '{dir}'; only '{default}' is allowed there"
+                ),
             ));
         }
     }
@@ -520,7 +627,11 @@ fn check_overlaps(items: &[Item]) -> Result<(), InstallError> {
             if let Some(other) = files.get(&it.rel[..n]) {
                 return Err(InstallError::invalid(
                     it.what(),
-                    format!("'{}' needs '{}' to be a directory, but {other} is a file there", it.rel_path(), it.rel[..n].join("/")),
+                    format!(
+                        "'{}' needs '{}' to be a directory, but {other} is a file there",
+                        it.rel_path(),
+                        it.rel[..n].join("/")
+                    ),
                 ));
             }
         }
@@ -534,7 +645,12 @@ mod tests {
     use super::*;
 
     fn plan_of(json: &str) -> Result<Plan, InstallError> {
-        plan(&parse(json.as_bytes()).unwrap(), None, OwnerMode::Skip, None)
+        plan(
+            &parse(json.as_bytes()).unwrap(),
+            None,
+            OwnerMode::Skip,
+            None,
+        )
     }
 
     fn err_of(json: &str) -> String {
@@ -559,17 +675,28 @@ mod tests {
 
     #[test]
     fn names_escaping_the_generation_are_refused() {
-        for name in ["../etc/shadow", "a/../../b", "/etc/passwd", "a//b", "./a", ""] {
-            let e = err_of(&format!(r#"{{"secrets":[{{"name":"{name}","sopsFile":"/s.yaml"}}]}}"#));
+        for name in [
+            "../etc/shadow",
+            "a/../../b",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "",
+        ] {
+            let e = err_of(&format!(
+                r#"{{"secrets":[{{"name":"{name}","sopsFile":"/s.yaml"}}]}}"#
+            ));
             assert!(e.contains("secret"), "{name}: {e}");
         }
     }
 
     #[test]
     fn duplicates_and_file_dir_overlaps_are_refused() {
-        let e = err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s"},{"name":"a","sopsFile":"/s"}]}"#);
+        let e =
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s"},{"name":"a","sopsFile":"/s"}]}"#);
         assert!(e.contains("declared twice"), "{e}");
-        let e = err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s"},{"name":"a/b","sopsFile":"/s"}]}"#);
+        let e =
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s"},{"name":"a/b","sopsFile":"/s"}]}"#);
         assert!(e.contains("to be a directory"), "{e}");
         let e = err_of(
             r#"{"secrets":[{"name":"a","sopsFile":"/s","path":"/etc/x"},{"name":"b","sopsFile":"/s","path":"/etc//x"}]}"#,
@@ -579,13 +706,32 @@ mod tests {
 
     #[test]
     fn bad_modes_formats_paths_and_units_are_refused() {
-        assert!(err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","mode":"0999"}]}"#).contains("octal"));
-        assert!(err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","mode":"17777"}]}"#).contains("7777"));
-        assert!(err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","format":"toml"}]}"#).contains("toml"));
-        assert!(err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","path":"/etc/../x"}]}"#).contains(".."));
-        assert!(err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","path":"/run/secrets.d/1/a"}]}"#).contains("inside"));
-        assert!(err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","restartUnits":["x\nb"]}]}"#).contains("unit"));
-        assert!(err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","reloadUnits":["--all"]}]}"#).contains("unit"));
+        assert!(
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","mode":"0999"}]}"#).contains("octal")
+        );
+        assert!(
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","mode":"17777"}]}"#).contains("7777")
+        );
+        assert!(
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","format":"toml"}]}"#)
+                .contains("toml")
+        );
+        assert!(
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","path":"/etc/../x"}]}"#)
+                .contains("..")
+        );
+        assert!(
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","path":"/run/secrets.d/1/a"}]}"#)
+                .contains("inside")
+        );
+        assert!(
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","restartUnits":["x\nb"]}]}"#)
+                .contains("unit")
+        );
+        assert!(
+            err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s","reloadUnits":["--all"]}]}"#)
+                .contains("unit")
+        );
         assert!(err_of(r#"{"keepGenerations":-1}"#).contains("negative"));
         assert!(err_of(r#"{"symlinkPath":"/run/secrets.d/x"}"#).contains("contain"));
     }
@@ -600,7 +746,9 @@ mod tests {
 
     #[test]
     fn templates_need_placeholders_and_content() {
-        let e = err_of(r#"{"secrets":[{"name":"a","sopsFile":"/s"}],"templates":[{"name":"t","content":"x"}]}"#);
+        let e = err_of(
+            r#"{"secrets":[{"name":"a","sopsFile":"/s"}],"templates":[{"name":"t","content":"x"}]}"#,
+        );
         assert!(e.contains("placeholderBySecretName"), "{e}");
         let e = err_of(r#"{"templates":[{"name":"t"}]}"#);
         assert!(e.contains("neither content nor file"), "{e}");
@@ -624,20 +772,29 @@ mod tests {
                 Content::Template { .. } => unreachable!(),
             })
             .collect();
-        assert_eq!(keys, vec![Some(vec!["db".to_string(), "pw".to_string()]), None, None]);
+        assert_eq!(
+            keys,
+            vec![Some(vec!["db".to_string(), "pw".to_string()]), None, None]
+        );
         assert_eq!(p.sources.len(), 3);
     }
 
     #[test]
     fn owners_resolve_and_unknown_ones_are_named() {
-        let m = parse(br#"{"secrets":[{"name":"a","sopsFile":"/s","owner":"root","group":"12345"}]}"#).unwrap();
+        let m =
+            parse(br#"{"secrets":[{"name":"a","sopsFile":"/s","owner":"root","group":"12345"}]}"#)
+                .unwrap();
         let d = Directory::new(None);
         let p = plan(&m, None, OwnerMode::Resolve(&d), None).unwrap();
         assert_eq!(p.items[0].ids, Some((0, 12345)));
-        let m = parse(br#"{"secrets":[{"name":"a","sopsFile":"/s","owner":"nobody-clf-x"}]}"#).unwrap();
-        let e = plan(&m, None, OwnerMode::Resolve(&d), None).unwrap_err().to_string();
+        let m =
+            parse(br#"{"secrets":[{"name":"a","sopsFile":"/s","owner":"nobody-clf-x"}]}"#).unwrap();
+        let e = plan(&m, None, OwnerMode::Resolve(&d), None)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "secret 'a': unknown user 'nobody-clf-x'");
-        let m = parse(br#"{"secrets":[{"name":"a","sopsFile":"/s","owner":"root","uid":5}]}"#).unwrap();
+        let m =
+            parse(br#"{"secrets":[{"name":"a","sopsFile":"/s","owner":"root","uid":5}]}"#).unwrap();
         assert!(plan(&m, None, OwnerMode::Resolve(&d), None).is_err());
     }
 
@@ -651,16 +808,25 @@ mod tests {
         assert_eq!(p.mount, PathBuf::from("/sb/run/secrets.d"));
         assert_eq!(p.link, PathBuf::from("/sb/run/secrets"));
         assert_eq!(p.sources[0].path, PathBuf::from("/sb/var/lib/s.yaml"));
-        assert_eq!(p.age_key_file, Some(PathBuf::from("/sb/var/lib/sops-nix/key.txt")));
+        assert_eq!(
+            p.age_key_file,
+            Some(PathBuf::from("/sb/var/lib/sops-nix/key.txt"))
+        );
         assert_eq!(
             p.items[0].link,
-            Some((PathBuf::from("/sb/etc/app/a"), PathBuf::from("/sb/run/secrets/a")))
+            Some((
+                PathBuf::from("/sb/etc/app/a"),
+                PathBuf::from("/sb/run/secrets/a")
+            ))
         );
     }
 
     #[test]
     fn user_mode_substitutes_runtime_dir() {
-        let m = parse(br#"{"userMode":true,"secretsMountPoint":"%r/secrets.d","symlinkPath":"%r/secrets"}"#).unwrap();
+        let m = parse(
+            br#"{"userMode":true,"secretsMountPoint":"%r/secrets.d","symlinkPath":"%r/secrets"}"#,
+        )
+        .unwrap();
         let p = plan(&m, None, OwnerMode::Skip, Some("/run/user/1000")).unwrap();
         assert_eq!(p.mount, PathBuf::from("/run/user/1000/secrets.d"));
     }
