@@ -8,10 +8,10 @@ use std::hint::black_box;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use aes_gcm::AesGcm;
 use aes_gcm::aead::consts::U32;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::Aes256;
-use aes_gcm::AesGcm;
 use rand::RngCore;
 use sha2::{Digest, Sha512};
 
@@ -24,7 +24,10 @@ struct File {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let files = args.first().copied().unwrap_or(100);
     let secrets = args.get(1).copied().unwrap_or(1000);
     let per_file = secrets.div_ceil(files);
@@ -36,9 +39,15 @@ fn main() {
         .map(|_| {
             let mut data_key = [0u8; 32];
             rng.fill_bytes(&mut data_key);
-            let enc = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient)).unwrap();
+            let enc =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .unwrap();
             let mut armored = Vec::new();
-            let aw = age::armor::ArmoredWriter::wrap_output(&mut armored, age::armor::Format::AsciiArmor).unwrap();
+            let aw = age::armor::ArmoredWriter::wrap_output(
+                &mut armored,
+                age::armor::Format::AsciiArmor,
+            )
+            .unwrap();
             let mut w = enc.wrap_output(aw).unwrap();
             w.write_all(&data_key).unwrap();
             w.finish().unwrap().finish().unwrap();
@@ -49,15 +58,33 @@ fn main() {
                     rng.fill_bytes(&mut iv);
                     let aad = format!("secret_{i}:").into_bytes();
                     let ct = cipher
-                        .encrypt(iv.as_slice().into(), Payload { msg: format!("value-{i}-0123456789abcdef").as_bytes(), aad: &aad })
+                        .encrypt(
+                            iv.as_slice().into(),
+                            Payload {
+                                msg: format!("value-{i}-0123456789abcdef").as_bytes(),
+                                aad: &aad,
+                            },
+                        )
                         .unwrap();
                     (iv, ct, aad)
                 })
                 .collect();
             let mut iv = [0u8; 32];
             rng.fill_bytes(&mut iv);
-            let mac = cipher.encrypt(iv.as_slice().into(), Payload { msg: &[b'A'; 128], aad: b"2026-01-01T00:00:00Z" }).unwrap();
-            File { armored_key: armored, values, mac: (iv, mac) }
+            let mac = cipher
+                .encrypt(
+                    iv.as_slice().into(),
+                    Payload {
+                        msg: &[b'A'; 128],
+                        aad: b"2026-01-01T00:00:00Z",
+                    },
+                )
+                .unwrap();
+            File {
+                armored_key: armored,
+                values,
+                mac: (iv, mac),
+            }
         })
         .collect();
 
@@ -65,16 +92,28 @@ fn main() {
         for f in &corpus {
             let reader = age::armor::ArmoredReader::new(f.armored_key.as_slice());
             let dec = age::Decryptor::new(reader).unwrap();
-            let mut r = dec.decrypt(std::iter::once(&identity as &dyn age::Identity)).unwrap();
+            let mut r = dec
+                .decrypt(std::iter::once(&identity as &dyn age::Identity))
+                .unwrap();
             let mut key = Vec::with_capacity(32);
             r.read_to_end(&mut key).unwrap();
             let cipher = SopsGcm::new_from_slice(&key).unwrap();
             let mut h = Sha512::new();
             for (iv, ct, aad) in &f.values {
-                let pt = cipher.decrypt(iv.as_slice().into(), Payload { msg: ct, aad }).unwrap();
+                let pt = cipher
+                    .decrypt(iv.as_slice().into(), Payload { msg: ct, aad })
+                    .unwrap();
                 h.update(&pt);
             }
-            let mac = cipher.decrypt(f.mac.0.as_slice().into(), Payload { msg: &f.mac.1, aad: b"2026-01-01T00:00:00Z" }).unwrap();
+            let mac = cipher
+                .decrypt(
+                    f.mac.0.as_slice().into(),
+                    Payload {
+                        msg: &f.mac.1,
+                        aad: b"2026-01-01T00:00:00Z",
+                    },
+                )
+                .unwrap();
             black_box((h.finalize(), mac));
         }
     };

@@ -8,3 +8,4 @@ pub mod exit;
 pub mod logging;
 pub mod secret;
 pub mod secrets;
+pub mod sops;

@@ -90,9 +90,11 @@ pub struct Secret {
     #[serde(default, deserialize_with = "null_as_default")]
     pub reload_units: Vec<String>,
     /// Emitted by the module for `restartTriggers`; not used by the installer.
+    #[allow(dead_code)]
     #[serde(default)]
     pub sops_file_hash: Option<String>,
     /// Emitted by the module (such secrets go to the for-users manifest); informational here.
+    #[allow(dead_code)]
     #[serde(default)]
     pub needed_for_users: Option<bool>,
 }

@@ -134,7 +134,8 @@ pub fn run(args: InstallArgs) -> anyhow::Result<ExitCode> {
             })
         }
         Err(e) => {
-            tracing::error!(event = "secrets_install_failed", kind = e.kind(), error = %e, "secrets install failed");
+            // The message itself goes to stderr once (main); this is the structured event.
+            tracing::info!(event = "secrets_install_failed", kind = e.kind(), error = %e, "secrets install failed");
             if args.json {
                 let v =
                     serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } });
@@ -198,7 +199,15 @@ pub(crate) fn install(
         path: manifest_path.into(),
         detail: e.to_string(),
     })?;
-    let root = args.root.as_deref();
+    // Links written under --root hold host paths, so the prefix must be absolute.
+    let root_abs = match &args.root {
+        Some(r) => Some(
+            r.canonicalize()
+                .map_err(|e| InstallError::io("cannot use --root", r, e))?,
+        ),
+        None => None,
+    };
+    let root = root_abs.as_deref();
     let runtime_dir = ctx.runtime_dir.clone();
     let dry = args.dry_activate || ctx.dry_env;
 

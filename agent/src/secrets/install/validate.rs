@@ -124,14 +124,12 @@ impl Item {
 /// The validated manifest, with `--root` applied to every host path.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub root: Option<PathBuf>,
     pub mount: PathBuf,
     pub link: PathBuf,
     /// What the `symlinkPath` link contains: `<secretsMountPoint>/<N>` (host path under --root).
     pub mount_for_links: PathBuf,
     pub keep_generations: u64,
     pub use_tmpfs: bool,
-    pub user_mode: bool,
     pub logging: Logging,
     pub items: Vec<Item>,
     pub sources: Vec<Source>,
@@ -552,13 +550,11 @@ pub fn plan(
 
     let mount = host_path(root, &mount_l);
     Ok(Plan {
-        root: root.map(Path::to_path_buf),
         link: host_path(root, &link_l),
         mount_for_links: mount.clone(),
         mount,
         keep_generations,
         use_tmpfs: m.use_tmpfs,
-        user_mode: m.user_mode,
         logging: m.logging.clone(),
         items,
         sources,

@@ -1,0 +1,672 @@
+//! YAML text → `Tree`, with the comments sops keeps, placed where sops' yaml.v3-based store puts
+//! them.
+//!
+//! saphyr-parser supplies the event stream with source spans; comments are not events, so they
+//! are recovered from the source text between scalar spans and then attached by position:
+//! - a comment on the same line as content (`key: v # c`, `- x # c`) becomes a comment item
+//!   just before the item that starts on that line, in that item's container;
+//! - a whole-line comment goes to the innermost collection that is open at its position and whose
+//!   items are not indented deeper than the comment (a comment between `key:` and the first item
+//!   of its block value goes into that value).
+//!
+//! Aliases are expanded (sops stores plain trees) under a node budget, nesting depth is capped,
+//! and non-string keys are rejected, so hostile input cannot exhaust memory or the stack.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event as PEvent, Parser, ScalarStyle, Span};
+
+use super::resolve::{Resolved, resolve_plain, resolved_to_value};
+use crate::secret::SecretBytes;
+use crate::sops::error::SopsError;
+use crate::sops::tree::{Map, MapItem, Value};
+
+/// Deepest nesting accepted (maps and lists).
+pub(crate) const MAX_DEPTH: usize = 256;
+/// Most values (after alias expansion) a file may produce.
+pub(crate) const MAX_NODES: usize = 4_000_000;
+
+fn perr(detail: impl Into<String>) -> SopsError {
+    SopsError::parse("yaml", detail)
+}
+
+/// One comment found in the source.
+#[derive(Debug, Clone)]
+struct Comment {
+    /// Byte offset of the `#`.
+    pos: usize,
+    line: usize,
+    col: usize,
+    /// Text after `#` (what sops stores).
+    text: String,
+    /// Whether content precedes it on its line.
+    trailing: bool,
+}
+
+enum FrameKind {
+    Map {
+        entries: Vec<MapItem>,
+        key: Option<(String, usize)>,
+    },
+    Seq {
+        entries: Vec<Value>,
+    },
+}
+
+struct Frame {
+    kind: FrameKind,
+    /// Column of the collection's items (for a block collection).
+    col: usize,
+    /// Source line of each non-comment entry, parallel to pushes (for trailing comments).
+    lines: Vec<(usize, usize)>,
+    anchor: usize,
+    /// Path segment of this frame in its parent (for error messages).
+    path: String,
+}
+
+struct Builder<'a> {
+    src: &'a str,
+    char_to_byte: Vec<usize>,
+    line_starts: Vec<usize>,
+    comments: Vec<Comment>,
+    next_comment: usize,
+    anchors: HashMap<usize, Value>,
+    nodes: usize,
+    frames: Vec<Frame>,
+    held: Vec<Comment>,
+}
+
+/// Parses every document of `src`. Each must be a mapping (or empty).
+pub(crate) fn parse_documents(src: &str) -> Result<Vec<Map>, SopsError> {
+    let src_bytes = src.as_bytes();
+    let mut char_to_byte: Vec<usize> = src.char_indices().map(|(b, _)| b).collect();
+    char_to_byte.push(src.len());
+    let mut line_starts = vec![0usize];
+    for (i, b) in src_bytes.iter().enumerate() {
+        if *b == b'\n' {
+            line_starts.push(i + 1);
+        }
+    }
+
+    let mut events: Vec<(PEvent<'_>, Span)> = Vec::new();
+    for item in Parser::new_from_str(src) {
+        match item {
+            Ok(ev) => events.push(ev),
+            Err(e) => {
+                let m = e.marker();
+                return Err(perr(format!(
+                    "line {}, column {}: {}",
+                    m.line(),
+                    m.col() + 1,
+                    e.info()
+                )));
+            }
+        }
+    }
+
+    let mut b = Builder {
+        src,
+        char_to_byte,
+        line_starts,
+        comments: Vec::new(),
+        next_comment: 0,
+        anchors: HashMap::new(),
+        nodes: 0,
+        frames: Vec::new(),
+        held: Vec::new(),
+    };
+    b.comments = b.find_comments(&events);
+    b.build(&events)
+}
+
+impl Builder<'_> {
+    fn byte(&self, char_index: usize) -> usize {
+        self.char_to_byte
+            .get(char_index)
+            .copied()
+            .unwrap_or(self.src.len())
+    }
+
+    fn line_col(&self, byte: usize) -> (usize, usize) {
+        let line = match self.line_starts.binary_search(&byte) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let col = self.src[self.line_starts[line]..byte].chars().count();
+        (line + 1, col)
+    }
+
+    /// Byte ranges of the source that hold scalar text, in order.
+    fn occupied(&self, events: &[(PEvent<'_>, Span)]) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for (ev, span) in events {
+            let (s, e) = (self.byte(span.start.index()), self.byte(span.end.index()));
+            let range = match ev {
+                PEvent::Scalar(_, ScalarStyle::DoubleQuoted, _, _) => self.quoted_range(s, b'"'),
+                PEvent::Scalar(_, ScalarStyle::SingleQuoted, _, _) => self.quoted_range(s, b'\''),
+                PEvent::Scalar(..) | PEvent::Alias(_) => Some((s, e.max(s))),
+                PEvent::DocumentStart(true) => Some((s, e.max(s))),
+                _ => None,
+            };
+            if let Some((s, e)) = range
+                && e > s
+            {
+                if let Some(last) = out.last_mut()
+                    && s < last.1
+                {
+                    last.1 = last.1.max(e);
+                    continue;
+                }
+                out.push((s, e));
+            }
+        }
+        out
+    }
+
+    /// The exact extent of a quoted scalar starting at or after `from` (saphyr's end marker for
+    /// quoted scalars runs past trailing comments).
+    fn quoted_range(&self, from: usize, quote: u8) -> Option<(usize, usize)> {
+        let b = self.src.as_bytes();
+        let mut i = from;
+        while i < b.len() && b[i] != quote {
+            i += 1;
+        }
+        let start = i;
+        i += 1;
+        while i < b.len() {
+            if quote == b'"' && b[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            if b[i] == quote {
+                if quote == b'\'' && i + 1 < b.len() && b[i + 1] == b'\'' {
+                    i += 2;
+                    continue;
+                }
+                return Some((start, i + 1));
+            }
+            i += 1;
+        }
+        Some((start, b.len()))
+    }
+
+    fn find_comments(&self, events: &[(PEvent<'_>, Span)]) -> Vec<Comment> {
+        let occ = self.occupied(events);
+        let b = self.src.as_bytes();
+        let mut out = Vec::new();
+        let mut occ_i = 0;
+        let mut i = 0;
+        while i < b.len() {
+            while occ_i < occ.len() && occ[occ_i].1 <= i {
+                occ_i += 1;
+            }
+            if occ_i < occ.len() && occ[occ_i].0 <= i {
+                i = occ[occ_i].1;
+                continue;
+            }
+            if b[i] == b'#' && (i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\n' | b'\r')) {
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n' || c == b'\r')
+                    .map_or(b.len(), |p| i + p);
+                let (line, col) = self.line_col(i);
+                let line_start = self.line_starts[line - 1];
+                let trailing = b[line_start..i].iter().any(|c| !matches!(c, b' ' | b'\t'));
+                out.push(Comment {
+                    pos: i,
+                    line,
+                    col,
+                    text: self.src[i + 1..end].to_string(),
+                    trailing,
+                });
+                i = end;
+                continue;
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn path(&self) -> String {
+        let mut p = String::new();
+        for f in &self.frames {
+            if !f.path.is_empty() {
+                p.push_str(&f.path);
+            }
+        }
+        if p.is_empty() {
+            "the document root".into()
+        } else {
+            p
+        }
+    }
+
+    fn count_node(&mut self, n: usize) -> Result<(), SopsError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(perr(format!(
+                "document expands to more than {MAX_NODES} values (alias expansion bomb?) near {}",
+                self.path()
+            )));
+        }
+        Ok(())
+    }
+
+    /// At the end of the innermost collection (whose end marker sits at the next token), takes
+    /// the comments before `pos` that are indented at least as deep as its items.
+    fn flush_closing(&mut self, pos: usize) {
+        let col = self.frames.last().map_or(0, |f| f.col);
+        while self.next_comment < self.comments.len() {
+            let c = &self.comments[self.next_comment];
+            if c.pos >= pos || (!c.trailing && c.col < col) {
+                break;
+            }
+            let c = c.clone();
+            self.next_comment += 1;
+            self.place_comment(&c, false);
+        }
+    }
+
+    /// Places every comment that starts before byte `pos`.
+    fn flush_comments(&mut self, pos: usize, opening: bool) {
+        while self.next_comment < self.comments.len() && self.comments[self.next_comment].pos < pos
+        {
+            let c = self.comments[self.next_comment].clone();
+            self.next_comment += 1;
+            self.place_comment(&c, opening);
+        }
+    }
+
+    /// `opening`: the next event opens a collection that is the value of the innermost frame's
+    /// pending key (or a new item of the innermost list); whole-line comments before it go into
+    /// that new collection, which does not exist yet, so they are held back.
+    fn place_comment(&mut self, c: &Comment, opening: bool) {
+        if self.frames.is_empty() {
+            // Before the document's top-level mapping: it becomes its first items.
+            self.held.push(c.clone());
+            return;
+        }
+        if c.trailing {
+            // The innermost frame that has an item (or a pending key) starting on this line.
+            for fi in (0..self.frames.len()).rev() {
+                let f = &mut self.frames[fi];
+                if let FrameKind::Map {
+                    entries,
+                    key: Some((_, kl)),
+                } = &mut f.kind
+                    && *kl == c.line
+                {
+                    entries.push(MapItem::Comment(c.text.clone()));
+                    return;
+                }
+                if let Some(&(line, idx)) = f.lines.last()
+                    && line == c.line
+                {
+                    match &mut f.kind {
+                        FrameKind::Map { entries, .. } => {
+                            entries.insert(idx, MapItem::Comment(c.text.clone()))
+                        }
+                        FrameKind::Seq { entries } => {
+                            entries.insert(idx, Value::Comment(c.text.clone()))
+                        }
+                    }
+                    if let Some(last) = f.lines.last_mut() {
+                        last.1 += 1;
+                    }
+                    return;
+                }
+            }
+        }
+        if opening {
+            self.held.push(c.clone());
+            return;
+        }
+        // Whole-line comment: it goes to the innermost open collection. Comments indented less
+        // than a collection's items were already left to the parent when it closed.
+        let fi = self.frames.len() - 1;
+        let f = &mut self.frames[fi];
+        let text = c.text.clone();
+        match &mut f.kind {
+            FrameKind::Map { entries, key } => {
+                // Between a key and its scalar value, sops puts it before the pair, which is
+                // pushed later: appending is right in both cases.
+                let _ = key;
+                entries.push(MapItem::Comment(text));
+            }
+            FrameKind::Seq { entries } => entries.push(Value::Comment(text)),
+        }
+    }
+}
+
+impl Builder<'_> {
+    fn build(mut self, events: &[(PEvent<'_>, Span)]) -> Result<Vec<Map>, SopsError> {
+        let mut docs: Vec<Map> = Vec::new();
+        let mut doc_root: Option<Map> = None;
+        let mut in_doc = false;
+        let mut i = 0;
+        while i < events.len() {
+            let (ev, span) = &events[i];
+            let pos = self.byte(span.start.index());
+            let (line, col) = (span.start.line(), span.start.col());
+            i += 1;
+            match ev {
+                PEvent::StreamStart | PEvent::Nothing => {}
+                PEvent::StreamEnd => {
+                    self.flush_comments(usize::MAX, false);
+                }
+                PEvent::DocumentStart(_) => {
+                    in_doc = true;
+                    doc_root = None;
+                }
+                PEvent::DocumentEnd => {
+                    // Comments up to the next document's start belong to this document.
+                    let next_pos = events[i..]
+                        .iter()
+                        .find(|(e, _)| matches!(e, PEvent::DocumentStart(_) | PEvent::StreamEnd))
+                        .map_or(usize::MAX, |(e, s)| match e {
+                            PEvent::DocumentStart(true) => self.byte(s.start.index()),
+                            _ => usize::MAX,
+                        });
+                    if let Some(mut root) = doc_root.take() {
+                        // Trailing comments of the document.
+                        self.frames.push(Frame {
+                            kind: FrameKind::Map {
+                                entries: std::mem::take(&mut root.0),
+                                key: None,
+                            },
+                            col: 0,
+                            lines: Vec::new(),
+                            anchor: 0,
+                            path: String::new(),
+                        });
+                        self.flush_comments(next_pos, false);
+                        let f = self.frames.pop().expect("document frame");
+                        if let FrameKind::Map { entries, .. } = f.kind {
+                            root.0 = entries;
+                        }
+                        docs.push(root);
+                    } else {
+                        // An empty document: keep its comments as a document of comments.
+                        let mut m = Map::default();
+                        while self.next_comment < self.comments.len()
+                            && self.comments[self.next_comment].pos < next_pos
+                        {
+                            m.0.push(MapItem::Comment(
+                                self.comments[self.next_comment].text.clone(),
+                            ));
+                            self.next_comment += 1;
+                        }
+                        docs.push(m);
+                    }
+                    in_doc = false;
+                }
+                PEvent::MappingStart(anchor, _) | PEvent::SequenceStart(anchor, _) => {
+                    let is_map = matches!(ev, PEvent::MappingStart(..));
+                    if self.frames.is_empty() && !is_map {
+                        return Err(perr(format!(
+                            "line {line}: the top level of a document must be a mapping, not a sequence"
+                        )));
+                    }
+                    if self.frames.len() >= MAX_DEPTH {
+                        return Err(perr(format!(
+                            "line {line}: nesting deeper than {MAX_DEPTH} levels"
+                        )));
+                    }
+                    self.count_node(1)?;
+                    let path = self.child_path(line)?;
+                    // A block sequence's items are at its dashes, left of where its first item's
+                    // content (saphyr's start marker) is.
+                    let col = if is_map {
+                        col
+                    } else {
+                        self.dash_col(pos).unwrap_or(col)
+                    };
+                    self.held.clear();
+                    self.flush_comments(pos, true);
+                    let held = std::mem::take(&mut self.held);
+                    self.frames.push(Frame {
+                        kind: if is_map {
+                            FrameKind::Map {
+                                entries: held
+                                    .into_iter()
+                                    .map(|c| MapItem::Comment(c.text))
+                                    .collect(),
+                                key: None,
+                            }
+                        } else {
+                            FrameKind::Seq {
+                                entries: held.into_iter().map(|c| Value::Comment(c.text)).collect(),
+                            }
+                        },
+                        col,
+                        lines: Vec::new(),
+                        anchor: *anchor,
+                        path,
+                    });
+                }
+                PEvent::MappingEnd | PEvent::SequenceEnd => {
+                    self.flush_closing(pos);
+                    let f = self
+                        .frames
+                        .pop()
+                        .ok_or_else(|| perr("unbalanced collection end"))?;
+                    let value = match f.kind {
+                        FrameKind::Map { entries, .. } => Value::Map(Map(entries)),
+                        FrameKind::Seq { entries } => Value::List(entries),
+                    };
+                    if f.anchor != 0 {
+                        self.anchors.insert(f.anchor, value.clone());
+                    }
+                    if self.frames.is_empty() {
+                        match value {
+                            Value::Map(m) => doc_root = Some(m),
+                            _ => return Err(perr("the top level of a document must be a mapping")),
+                        }
+                    } else {
+                        self.add_value(value, f.lines.first().map_or(line, |l| l.0), line)?;
+                    }
+                }
+                PEvent::Scalar(text, style, anchor, tag) => {
+                    self.flush_comments(pos, false);
+                    self.count_node(1)?;
+                    if self.frames.is_empty() {
+                        // A document that is a bare scalar: only an empty one (null) is allowed.
+                        let is_null = *style == ScalarStyle::Plain
+                            && tag.is_none()
+                            && resolve_plain(text) == Resolved::Null;
+                        if !is_null || !in_doc {
+                            return Err(perr(format!(
+                                "line {line}: the top level of a document must be a mapping, not a scalar"
+                            )));
+                        }
+                        continue;
+                    }
+                    let tag_str = tag.as_ref().map(|t| format!("{}{}", t.handle, t.suffix));
+                    let value = scalar_value(text, *style, tag_str.as_deref()).map_err(|d| {
+                        perr(format!(
+                            "line {line}, column {}: {d} at {}",
+                            col + 1,
+                            self.path()
+                        ))
+                    })?;
+                    if *anchor != 0 {
+                        self.anchors.insert(*anchor, value.clone());
+                    }
+                    self.add_value(value, line, line)?;
+                }
+                PEvent::Alias(id) => {
+                    self.flush_comments(pos, false);
+                    let value = self.anchors.get(id).cloned().ok_or_else(|| {
+                        perr(format!("line {line}: unknown alias at {}", self.path()))
+                    })?;
+                    self.count_node(value_size(&value))?;
+                    if self.frames.is_empty() {
+                        return Err(perr(format!(
+                            "line {line}: the top level of a document must be a mapping"
+                        )));
+                    }
+                    self.add_value(value, line, line)?;
+                }
+            }
+        }
+        if docs.is_empty() {
+            docs.push(Map::default());
+        }
+        Ok(docs)
+    }
+
+    /// The column of the `-` that introduces the block sequence item whose content starts at byte
+    /// `pos`, if there is one.
+    fn dash_col(&self, pos: usize) -> Option<usize> {
+        let b = self.src.as_bytes();
+        let mut i = pos.min(b.len());
+        while i > 0 && matches!(b[i - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            i -= 1;
+        }
+        if i > 0 && b[i - 1] == b'-' {
+            Some(self.line_col(i - 1).1)
+        } else {
+            None
+        }
+    }
+
+    /// The path segment for a collection about to open under the innermost frame.
+    fn child_path(&self, line: usize) -> Result<String, SopsError> {
+        match self.frames.last() {
+            None => Ok(String::new()),
+            Some(Frame {
+                kind: FrameKind::Map {
+                    key: Some((k, _)), ..
+                },
+                ..
+            }) => Ok(format!("[{k:?}]")),
+            Some(Frame {
+                kind: FrameKind::Map { key: None, .. },
+                ..
+            }) => Err(perr(format!(
+                "line {line}: mapping keys must be strings, not collections (at {})",
+                self.path()
+            ))),
+            Some(Frame {
+                kind: FrameKind::Seq { entries },
+                ..
+            }) => Ok(format!(
+                "[{}]",
+                entries
+                    .iter()
+                    .filter(|v| !matches!(v, Value::Comment(_)))
+                    .count()
+            )),
+        }
+    }
+
+    /// Adds a completed value to the innermost frame (as a key, a map value or a list item).
+    fn add_value(&mut self, value: Value, start_line: usize, line: usize) -> Result<(), SopsError> {
+        let path = self.path();
+        let f = self
+            .frames
+            .last_mut()
+            .ok_or_else(|| perr("value outside a document"))?;
+        match &mut f.kind {
+            FrameKind::Map { entries, key } => match key.take() {
+                None => {
+                    let k = match value {
+                        Value::Str(s) => String::from_utf8(s.expose().to_vec()).map_err(|_| {
+                            perr(format!("line {line}: key is not valid UTF-8 at {path}"))
+                        })?,
+                        other => {
+                            return Err(perr(format!(
+                                "line {line}: only string keys are supported, found a {} key at {path}",
+                                kind_name(&other)
+                            )));
+                        }
+                    };
+                    if entries
+                        .iter()
+                        .any(|e| matches!(e, MapItem::Pair(ek, _) if *ek == k))
+                    {
+                        return Err(perr(format!(
+                            "line {line}: mapping key {k:?} already defined at {path}"
+                        )));
+                    }
+                    *key = Some((k, line));
+                }
+                Some((k, kl)) => {
+                    f.lines.push((kl, entries.len()));
+                    entries.push(MapItem::Pair(k, value));
+                }
+            },
+            FrameKind::Seq { entries } => {
+                f.lines.push((start_line, entries.len()));
+                entries.push(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kind_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Int(_) => "integer",
+        Value::Float(_) => "float",
+        Value::Time(_) => "timestamp",
+        Value::Map(_) => "mapping",
+        Value::List(_) => "sequence",
+        _ => "string",
+    }
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Map(m) => {
+            1 + m
+                .0
+                .iter()
+                .map(|i| match i {
+                    MapItem::Pair(_, v) => value_size(v),
+                    MapItem::Comment(_) => 1,
+                })
+                .sum::<usize>()
+        }
+        Value::List(l) => 1 + l.iter().map(value_size).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// Decodes one scalar like yaml.v3 decoding into `interface{}`.
+fn scalar_value(text: &str, style: ScalarStyle, tag: Option<&str>) -> Result<Value, String> {
+    let quoted = style != ScalarStyle::Plain;
+    match tag {
+        None if quoted => Ok(Value::str(text)),
+        None => Ok(resolved_to_value(resolve_plain(text), text)),
+        Some("!!str") | Some("!") => Ok(Value::str(text)),
+        Some("!!binary") => {
+            use base64::Engine;
+            let cleaned: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(cleaned)
+                .map(|b| Value::Str(SecretBytes::from(b)))
+                .map_err(|_| "!!binary value contains invalid base64 data".to_string())
+        }
+        Some(t @ ("!!int" | "!!float" | "!!bool" | "!!null" | "!!timestamp")) => {
+            let r = resolve_plain(text);
+            match (t, r) {
+                ("!!int", r @ Resolved::Int(_))
+                | ("!!bool", r @ Resolved::Bool(_))
+                | ("!!null", r @ Resolved::Null) => Ok(resolved_to_value(r, text)),
+                ("!!float", Resolved::Float(f)) => Ok(Value::Float(f)),
+                ("!!float", Resolved::Int(i)) => Ok(Value::Float(i as f64)),
+                ("!!timestamp", Resolved::Timestamp(ts)) => Ok(Value::Time(ts)),
+                ("!!timestamp", _) => super::resolve::parse_timestamp(text)
+                    .map(Value::Time)
+                    .ok_or_else(|| format!("cannot decode value as {t}")),
+                _ => Err(format!("cannot decode value as {t}")),
+            }
+        }
+        // Unknown local or global tags: yaml.v3 decodes the scalar by its plain resolution.
+        Some(_) if quoted => Ok(Value::str(text)),
+        Some(_) => Ok(resolved_to_value(resolve_plain(text), text)),
+    }
+}
