@@ -2,8 +2,6 @@
 //! sops' own stores. Stores know nothing of crypto: an encrypted file is a tree whose values are
 //! `ENC[...]` strings plus the `sops` metadata, returned separately as a plain map.
 
-pub mod yaml;
-
 use std::path::Path;
 use std::str::FromStr;
 
@@ -12,6 +10,7 @@ use super::tree::{Map, MapItem, Tree, Value};
 
 pub mod binary;
 pub mod json;
+pub mod yaml;
 
 /// The five file formats sops supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +90,7 @@ pub fn store_for(format: Format) -> Result<Box<dyn Store>, SopsError> {
     match format {
         Format::Json => Ok(Box::new(json::JsonStore)),
         Format::Binary => Ok(Box::new(binary::BinaryStore)),
+        Format::Yaml => Ok(Box::new(yaml::YamlStore)),
         other => Err(SopsError::UnsupportedFormat(format!(
             "{other} (store not available in this build)"
         ))),

@@ -6,6 +6,7 @@
 
 pub mod netns;
 pub mod sops_fixtures;
+pub mod sops;
 pub mod users;
 
 use std::path::{Path, PathBuf};
