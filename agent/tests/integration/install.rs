@@ -173,7 +173,6 @@ fn install_nix_rendered_manifest_with_real_owners_on_ramfs() {
         "json",
         r#"{"nested": {"deep": {"key": "jsonval"}}}"#,
     );
-    h.sops_file("/var/lib/secrets/app.env", "dotenv", "A=1\nB=two\n");
     let blob: Vec<u8> = (0u8..=255).rev().collect();
     encrypt(
         &h.home,
@@ -223,13 +222,6 @@ fn install_nix_rendered_manifest_with_real_owners_on_ramfs() {
             json!({}),
         ),
         secret(
-            "app_env",
-            "app_env",
-            "/var/lib/secrets/app.env",
-            "dotenv",
-            json!({}),
-        ),
-        secret(
             "blob",
             "",
             "/var/lib/secrets/blob.bin",
@@ -245,7 +237,6 @@ fn install_nix_rendered_manifest_with_real_owners_on_ramfs() {
         "api",
         "bots/maren/token",
         "json_deep",
-        "app_env",
         "blob",
     ];
     let phs: serde_json::Map<String, Value> = names
@@ -255,7 +246,7 @@ fn install_nix_rendered_manifest_with_real_owners_on_ramfs() {
     let template = json!({
         "name": "app.conf", "content": format!("pw={}\napi={}\npw-again={}\n", placeholder("db_password"), placeholder("api"), placeholder("db_password")),
         "file": "/nix/store/00000000000000000000000000000000-app.conf", "path": "/run/secrets/rendered/app.conf",
-        "mode": "0400", "owner": user.name, "uid": 0, "group": null, "gid": 0, "restartUnits": ["app.service"], "reloadUnits": []
+        "mode": "0400", "owner": user.name, "uid": 0, "group": user.name, "gid": 0, "restartUnits": ["app.service"], "reloadUnits": []
     });
     let m = h.manifest(
         "manifest.json",
@@ -275,7 +266,6 @@ fn install_nix_rendered_manifest_with_real_owners_on_ramfs() {
     assert_eq!(h.read("run/secrets/enabled"), b"true");
     assert_eq!(h.read("run/secrets/ratio"), b"1.5");
     assert_eq!(h.read("run/secrets/json_deep"), b"jsonval");
-    assert_eq!(h.read("run/secrets/app_env"), b"A=1\nB=two\n");
     assert_eq!(h.read("run/secrets/blob"), blob);
     assert_eq!(h.read("run/secrets/bots/maren/token"), b"tok-123");
     assert_eq!(
@@ -542,7 +532,7 @@ fn crash_consistency_under_kill_9() {
         let secrets: Vec<Value> = (0..6)
             .map(|k| {
                 let owner = if k % 2 == 0 {
-                    json!({"owner": user.name, "mode": "0440"})
+                    json!({"owner": user.name, "group": user.name, "mode": "0440"})
                 } else {
                     json!({"uid": 4242, "gid": 4343})
                 };
@@ -601,8 +591,8 @@ fn crash_consistency_under_kill_9() {
         }
     };
     let mut rng = rand::thread_rng();
-    let (mut killed, mut completed) = (0, 0);
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let (mut killed, mut completed, mut mid_write) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
     for trial in 0..200 {
         assert!(
             Instant::now() < deadline,
@@ -613,7 +603,13 @@ fn crash_consistency_under_kill_9() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let wait = rng.gen_range(0..=(full.as_micros() as u64 * 5 / 4));
+        // Half the kills anywhere in a run, half in its second half where the files are written.
+        let full_us = full.as_micros() as u64;
+        let wait = if trial % 4 < 2 {
+            rng.gen_range(0..=full_us * 5 / 4)
+        } else {
+            rng.gen_range(full_us / 2..=full_us * 21 / 20)
+        };
         std::thread::sleep(Duration::from_micros(wait));
         let _ = child.kill();
         let status = child.wait().unwrap();
@@ -622,9 +618,18 @@ fn crash_consistency_under_kill_9() {
         } else {
             killed += 1
         }
+        if h.mount_entries().iter().any(|e| e.starts_with(".tmp-")) {
+            mid_write += 1;
+        }
         verify(trial);
     }
-    eprintln!("crash trials: {killed} killed mid-run, {completed} completed; full run {full:?}");
+    eprintln!(
+        "crash trials: {killed} killed ({mid_write} while writing a generation), {completed} completed; full run {full:?}"
+    );
+    assert!(
+        mid_write > 0,
+        "no kill landed while a generation was being written"
+    );
     assert!(
         killed > 20,
         "kills should land mid-run often ({killed} of 200)"

@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 pub mod netns;
-pub mod sops_fixtures;
 pub mod sops;
+pub mod sops_fixtures;
 pub mod users;
 
 use std::path::{Path, PathBuf};
