@@ -472,12 +472,14 @@ fn check_sops_files(plan: &Plan, engine: &dyn Engine) -> Result<(), InstallError
     Ok(())
 }
 
+/// One sops file's decryption outcome.
+type OpenResult = Result<Box<dyn Opened>, EngineError>;
+
 /// Decrypts every sops file once (in parallel), then picks each secret's value and renders the
 /// templates. Values are aligned with `plan.items`.
 fn decrypt_values(plan: &Plan, engine: &dyn Engine) -> Result<Vec<SecretBytes>, InstallError> {
     let n = plan.sources.len();
-    let slots: Mutex<Vec<Option<Result<Box<dyn Opened>, EngineError>>>> =
-        Mutex::new((0..n).map(|_| None).collect());
+    let slots: Mutex<Vec<Option<OpenResult>>> = Mutex::new((0..n).map(|_| None).collect());
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism()
         .map_or(1, |p| p.get())
