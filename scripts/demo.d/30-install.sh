@@ -51,5 +51,5 @@ else
   done
   echo "\$ clawdlets secrets install --manifest manifest.json --root host --json   (again: nothing changed)"
   "$BIN" secrets install --manifest "$SANDBOX/manifest.json" --root "$HOST_ROOT" --json |
-    grep -E '"(mode|secrets|generation|previousGeneration)"' | sed 's/^ */  /'
+    grep -E '"(mode|secrets|generation|previousGeneration|changed|restart)"' | sed 's/^ */  /'
 fi

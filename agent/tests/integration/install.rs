@@ -904,3 +904,60 @@ fn systemctl_mode_and_dry_activate() {
     assert!(!h.p("run/nixos/activation-restart-list").exists());
     assert_eq!(h.read("run/secrets/a"), b"two");
 }
+
+/// The host's ed25519 SSH key opens files encrypted to its native `ssh-ed25519` recipient (which
+/// sops-nix cannot) and to its ssh-to-age X25519 recipient; `--generate-age-key` derives the key
+/// file from it, so the recipient is the one `ssh-to-age` prints for the host key.
+#[test]
+fn ssh_host_key_native_and_converted_recipients_and_generated_age_key() {
+    let t = "ssh_host_key_native_and_converted_recipients_and_generated_age_key";
+    if !require_root(t) || !tools(t) || !require_tool(t, "ssh-keygen") {
+        return;
+    }
+    let h = Host::new();
+    let key = h.p("etc/ssh/ssh_host_ed25519_key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    common::run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "host", "-f"]).arg(&key));
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let native = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let converted = clawdlets::sops::ssh_ed25519_public_to_age(public.trim()).unwrap();
+    encrypt(&h.home, &h.p("/var/lib/secrets/native.yaml"), "yaml", b"a: via-native-stanza\n", &[&native]);
+    encrypt(&h.home, &h.p("/var/lib/secrets/conv.yaml"), "yaml", b"b: via-ssh-to-age\n", &[&converted]);
+    let mut m = manifest(
+        vec![
+            secret("a", "a", "/var/lib/secrets/native.yaml", "yaml", json!({})),
+            secret("b", "b", "/var/lib/secrets/conv.yaml", "yaml", json!({})),
+        ],
+        vec![],
+        json!({}),
+    );
+    m["ageKeyFile"] = Value::Null;
+    m["ageSshKeyPaths"] = json!(["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/absent_key"]);
+    let out = h.install_ok(&h.manifest("ssh.json", &m));
+    assert!(stderr(&out).contains(&converted), "keyImport logs the recipient: {}", stderr(&out));
+    assert!(stderr(&out).contains("absent_key"), "a missing key is a warning: {}", stderr(&out));
+    assert_eq!(h.read("run/secrets/a"), b"via-native-stanza");
+    assert_eq!(h.read("run/secrets/b"), b"via-ssh-to-age");
+
+    // --generate-age-key: the missing key file is derived from the SSH host key.
+    let generated = "/var/lib/sops-nix/generated.txt";
+    m["ageKeyFile"] = json!(generated);
+    m["ageSshKeyPaths"] = json!(["/etc/ssh/ssh_host_ed25519_key"]);
+    let path = h.manifest("gen.json", &m);
+    let out = common::run(h.cmd(&path).arg("--generate-age-key"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(h.p(generated)).unwrap();
+    assert!(text.contains(&format!("# public key: {converted}")), "{text}");
+    assert_eq!(owner_of(&h.p(generated)).2, 0o600);
+    // It is never overwritten.
+    let out = common::run(h.cmd(&path).arg("--generate-age-key"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(h.p(generated)).unwrap(), text);
+
+    // Without any usable key, the error says what was tried.
+    m["ageKeyFile"] = Value::Null;
+    m["ageSshKeyPaths"] = json!(["/etc/ssh/absent_key"]);
+    let out = h.install(&h.manifest("none.json", &m));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no usable age key") && stderr(&out).contains("absent_key"), "{}", stderr(&out));
+}
