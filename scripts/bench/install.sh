@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 cargo build --release --quiet
 BIN=$PWD/target/release/clawdlets
-cargo build --release --quiet --bench install_crypto 2>/dev/null || true
+cargo bench --quiet --bench install_crypto --no-run
 
 mkdir -p "$ROOT/var/lib/sops-nix" "$ROOT/var/lib/secrets" "$ROOT/run/nixos" "$WORK/home"
 age-keygen -o "$ROOT/var/lib/sops-nix/key.txt" 2>/dev/null
@@ -47,6 +47,8 @@ for f in range(files):
         for k in range(per):
             out.write(f"s{k}: {secrets.token_hex(24)}\n")
 PY
+REAL_HOME=$HOME
+# sops gets a throwaway HOME (no ~/.ssh or ~/.config/sops probing); cargo keeps the real one.
 export HOME=$WORK/home SOPS_DISABLE_VERSION_CHECK=1
 ls "$ROOT"/var/lib/secrets/*.yaml | xargs -P "$(nproc)" -I{} "$SOPS" --encrypt --in-place --age "$RECIPIENT" {}
 
@@ -68,15 +70,20 @@ now_ns() { date +%s%N; }
 
 # 1. clawdlets
 times=()
+cpus=()
 peak=0
 for i in $(seq "$RUNS"); do
   t0=$(now_ns)
-  /usr/bin/time -f '%M' -o "$WORK/rss" "$BIN" secrets install --manifest "$WORK/manifest.json" --root "$ROOT" >/dev/null
+  /usr/bin/time -f '%M %U %S' -o "$WORK/rss" "$BIN" secrets install --manifest "$WORK/manifest.json" --root "$ROOT" >/dev/null
   t1=$(now_ns)
   times+=($(( (t1 - t0) / 1000 )))
-  rss=$(tail -1 "$WORK/rss"); [ "$rss" -gt "$peak" ] && peak=$rss
+  read -r rss usr sys < <(tail -1 "$WORK/rss")
+  cpus+=("$(awk -v u="$usr" -v s="$sys" 'BEGIN { printf "%d", (u + s) * 1e6 }')")
+  [ "$rss" -gt "$peak" ] && peak=$rss
 done
-CLF_US=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+median() { sort -n | sed -n "$(( (RUNS + 1) / 2 ))p"; }
+CLF_US=$(printf '%s\n' "${times[@]}" | median)
+CLF_CPU_US=$(printf '%s\n' "${cpus[@]}" | median)
 test "$(cat "$ROOT/run/secrets/f000_s0" | wc -c)" -eq 48
 
 # 2. the shell loop, same files, same run
@@ -100,15 +107,20 @@ LOOP_US=$(( (t1 - t0) / 1000 * TOTAL / n ))
 cmp -s "$OUT/f000_s0" "$ROOT/run/secrets/f000_s0"
 
 # 3. raw crypto bound
-RAW=$(cargo bench --quiet --bench install_crypto -- "$FILES" "$TOTAL" 2>/dev/null | grep '^raw_crypto')
+if ! HOME=$REAL_HOME cargo bench --quiet --bench install_crypto -- "$FILES" "$TOTAL" >"$WORK/raw" 2>"$WORK/raw.err"; then
+  cat "$WORK/raw.err" >&2
+  exit 2
+fi
+RAW=$(grep '^raw_crypto' "$WORK/raw")
 RAW_US=$(echo "$RAW" | sed -n 's/.*total_ms=\([0-9.]*\).*/\1/p' | awk '{printf "%d", $1 * 1000}')
 
-python3 - "$CLF_US" "$LOOP_US" "$RAW_US" "$peak" "$TOTAL" "$FILES" "$n" "$(nproc)" <<'PY'
+python3 - "$CLF_US" "$LOOP_US" "$RAW_US" "$peak" "$TOTAL" "$FILES" "$n" "$(nproc)" "$CLF_CPU_US" "$(cut -d' ' -f1 /proc/loadavg | cut -d. -f1)" <<'PY'
 import sys
-clf, loop, raw, peak, total, files, looped, cpus = map(int, sys.argv[1:])
-print(f"secrets install benchmark: {total} secrets in {files} sops files, {cpus} CPUs")
+clf, loop, raw, peak, total, files, looped, cpus, cpu, load = map(int, sys.argv[1:])
+print(f"secrets install benchmark: {total} secrets in {files} sops files, {cpus} CPUs, load average {load}")
 print(f"  clawdlets secrets install : {clf/1e3:9.1f} ms  ({clf/total:7.1f} us/secret, median), peak RSS {peak/1024:.1f} MiB")
 print(f"  shell loop sops -d --extract: {loop/1e3:9.1f} ms  ({loop/total:7.1f} us/secret; {looped} secrets timed, scaled)")
 print(f"  raw crypto bound (1 thread): {raw/1e3:9.1f} ms  ({raw/total:7.1f} us/secret)")
-print(f"  speed-up vs loop: {loop/clf:.0f}x   cost vs raw crypto: {clf/raw:.2f}x")
+print(f"  clawdlets CPU time (user+sys): {cpu/1e3:7.1f} ms  ({cpu/total:7.1f} us/secret)")
+print(f"  speed-up vs loop: {loop/clf:.0f}x   wall vs raw crypto: {clf/raw:.2f}x   CPU vs raw crypto: {cpu/raw:.2f}x")
 PY

@@ -917,12 +917,32 @@ fn ssh_host_key_native_and_converted_recipients_and_generated_age_key() {
     let h = Host::new();
     let key = h.p("etc/ssh/ssh_host_ed25519_key");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    common::run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "host", "-f"]).arg(&key));
+    common::run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "host", "-f"])
+            .arg(&key),
+    );
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let native = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let native = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
     let converted = clawdlets::sops::ssh_ed25519_public_to_age(public.trim()).unwrap();
-    encrypt(&h.home, &h.p("/var/lib/secrets/native.yaml"), "yaml", b"a: via-native-stanza\n", &[&native]);
-    encrypt(&h.home, &h.p("/var/lib/secrets/conv.yaml"), "yaml", b"b: via-ssh-to-age\n", &[&converted]);
+    encrypt(
+        &h.home,
+        &h.p("/var/lib/secrets/native.yaml"),
+        "yaml",
+        b"a: via-native-stanza\n",
+        &[&native],
+    );
+    encrypt(
+        &h.home,
+        &h.p("/var/lib/secrets/conv.yaml"),
+        "yaml",
+        b"b: via-ssh-to-age\n",
+        &[&converted],
+    );
     let mut m = manifest(
         vec![
             secret("a", "a", "/var/lib/secrets/native.yaml", "yaml", json!({})),
@@ -934,8 +954,16 @@ fn ssh_host_key_native_and_converted_recipients_and_generated_age_key() {
     m["ageKeyFile"] = Value::Null;
     m["ageSshKeyPaths"] = json!(["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/absent_key"]);
     let out = h.install_ok(&h.manifest("ssh.json", &m));
-    assert!(stderr(&out).contains(&converted), "keyImport logs the recipient: {}", stderr(&out));
-    assert!(stderr(&out).contains("absent_key"), "a missing key is a warning: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&converted),
+        "keyImport logs the recipient: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("absent_key"),
+        "a missing key is a warning: {}",
+        stderr(&out)
+    );
     assert_eq!(h.read("run/secrets/a"), b"via-native-stanza");
     assert_eq!(h.read("run/secrets/b"), b"via-ssh-to-age");
 
@@ -947,7 +975,10 @@ fn ssh_host_key_native_and_converted_recipients_and_generated_age_key() {
     let out = common::run(h.cmd(&path).arg("--generate-age-key"));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(h.p(generated)).unwrap();
-    assert!(text.contains(&format!("# public key: {converted}")), "{text}");
+    assert!(
+        text.contains(&format!("# public key: {converted}")),
+        "{text}"
+    );
     assert_eq!(owner_of(&h.p(generated)).2, 0o600);
     // It is never overwritten.
     let out = common::run(h.cmd(&path).arg("--generate-age-key"));
@@ -959,5 +990,86 @@ fn ssh_host_key_native_and_converted_recipients_and_generated_age_key() {
     m["ageSshKeyPaths"] = json!(["/etc/ssh/absent_key"]);
     let out = h.install(&h.manifest("none.json", &m));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no usable age key") && stderr(&out).contains("absent_key"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no usable age key") && stderr(&out).contains("absent_key"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// dotenv and INI files (and `key: ""` on YAML) install as the whole decrypted file, exactly as
+/// `sops -d` prints it; a map or list under a key is refused with the key's path.
+#[test]
+fn whole_file_formats_and_non_scalar_values() {
+    let t = "whole_file_formats_and_non_scalar_values";
+    if !require_root(t) || !tools(t) {
+        return;
+    }
+    let h = Host::new();
+    h.sops_file("/var/lib/secrets/app.env", "dotenv", "A=1\nB=two words\n");
+    h.sops_file(
+        "/var/lib/secrets/app.ini",
+        "ini",
+        "[db]\nuser = app\npassword = pw\n",
+    );
+    h.sops_file(
+        "/var/lib/secrets/s.yaml",
+        "yaml",
+        "m:\n    x: 1\nl:\n    - a\n",
+    );
+    let m = manifest(
+        vec![
+            secret(
+                "env",
+                "env",
+                "/var/lib/secrets/app.env",
+                "dotenv",
+                json!({}),
+            ),
+            secret("ini", "ini", "/var/lib/secrets/app.ini", "ini", json!({})),
+            secret("whole", "", "/var/lib/secrets/s.yaml", "yaml", json!({})),
+        ],
+        vec![],
+        json!({}),
+    );
+    h.install_ok(&h.manifest("m.json", &m));
+    let expect = |rel: &str, format: &str| {
+        let mut c = common::sops(&h.home);
+        c.env("SOPS_AGE_KEY_FILE", &h.key.path)
+            .args(["-d", "--input-type", format, "--output-type", format])
+            .arg(h.p(rel));
+        common::run_ok(&mut c)
+    };
+    assert_eq!(
+        h.read("run/secrets/env"),
+        expect("/var/lib/secrets/app.env", "dotenv")
+    );
+    assert_eq!(
+        h.read("run/secrets/ini"),
+        expect("/var/lib/secrets/app.ini", "ini")
+    );
+    assert_eq!(
+        h.read("run/secrets/whole"),
+        expect("/var/lib/secrets/s.yaml", "yaml")
+    );
+    for (key, shape) in [("m", "a map"), ("l", "a list")] {
+        let bad = manifest(
+            vec![secret(
+                "v",
+                key,
+                "/var/lib/secrets/s.yaml",
+                "yaml",
+                json!({}),
+            )],
+            vec![],
+            json!({}),
+        );
+        let out = h.install(&h.manifest("bad.json", &bad));
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains(&format!("the value of key '{key}' is {shape}")),
+            "{}",
+            stderr(&out)
+        );
+    }
 }

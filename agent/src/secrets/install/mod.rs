@@ -274,8 +274,14 @@ pub(crate) fn install(
             None => None,
         });
     }
+    let t0 = std::time::Instant::now();
     let engine = make_engine(&plan, args.generate_age_key, false)?;
     let values = decrypt_values(&plan, engine.as_ref())?;
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros() as u64,
+        files = plan.sources.len(),
+        "decrypted"
+    );
     drop(engine);
 
     let delivery = delivery(ctx, root, dry);
@@ -302,14 +308,32 @@ pub(crate) fn install(
     }
     let n = current.unwrap_or(0) + 1;
     let mut generation = mnt.create_generation(n, owners)?;
-    for (item, value) in plan.items.iter().zip(&values) {
-        generation.write(&item.what(), &item.rel, item.ids, item.mode, value.expose())?;
-    }
-    generation.finish()?;
     let old = current.and_then(|c| mnt.open_generation(c));
-    report.previous_generation = current;
-    report.changes = units::detect(old.as_ref(), &plan.items, &values, owners.chown);
+    // Comparing with the active generation only reads it, so it runs beside the writer.
+    let (written, changes) = std::thread::scope(|s| {
+        let detector = s.spawn(|| units::detect(old.as_ref(), &plan.items, &values, owners.chown));
+        let written = plan
+            .items
+            .iter()
+            .zip(&values)
+            .try_for_each(|(item, value)| {
+                generation.write(&item.what(), &item.rel, item.ids, item.mode, value.expose())
+            });
+        (
+            written,
+            detector.join().expect("change detection does not panic"),
+        )
+    });
+    written?;
+    generation.finish()?;
     drop(values);
+    report.previous_generation = current;
+    report.changes = changes;
+    tracing::debug!(
+        elapsed_us = t0.elapsed().as_micros() as u64,
+        generation = n,
+        "generation written, changes detected"
+    );
 
     for (item, state) in plan.items.iter().zip(&link_states) {
         if let (Some((path, target)), Some(LinkState::Missing | LinkState::Replace)) =
@@ -340,12 +364,14 @@ pub(crate) fn install(
         Ok(said) => report.requested = said,
         Err(e) => report.warnings.push(e.to_string()),
     }
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros() as u64, "switched");
     match mnt.prune(n, plan.keep_generations) {
         Ok(p) => report.pruned = p,
         Err(e) => report
             .warnings
             .push(format!("cannot prune old generations: {e}")),
     }
+    tracing::debug!(elapsed_us = t0.elapsed().as_micros() as u64, "pruned");
     Ok(report)
 }
 
