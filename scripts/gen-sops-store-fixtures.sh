@@ -16,7 +16,12 @@ for dir in "$root"/agent/tests/fixtures/sops_stores/*/; do
     ext=${input##*.}
     out=${input%.in.*}.out.$ext
     enc=${input%.in.*}.enc.$ext
-    sops -e --age "$recipient" --input-type "$fmt" --output-type "$fmt" "$input" > "$enc"
-    sops -d --input-type "$fmt" --output-type "$fmt" "$enc" > "$out"
+    # Existing encrypted fixtures are kept (new random IVs would only churn the diff) unless
+    # FORCE=1; their decryption key is gone, so a kept one is not decrypted again.
+    if [[ ! -e $enc || ${FORCE:-0} == 1 ]]; then
+      sops -e --age "$recipient" --input-type "$fmt" --output-type "$fmt" "$input" > "$enc"
+    fi
+    sops -e --age "$recipient" --input-type "$fmt" --output-type "$fmt" "$input" > "$tmp/enc"
+    sops -d --input-type "$fmt" --output-type "$fmt" "$tmp/enc" > "$out"
   done
 done

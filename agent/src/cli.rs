@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Read and write SOPS files with age keys, compatible with the `sops` tool.
-    Sops(crate::sops::cli::SopsCmd),
+    Sops(Box<crate::sops::cli::SopsCmd>),
     /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
@@ -41,7 +41,7 @@ pub enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Sops(cmd) => crate::sops::run(cmd),
+        Command::Sops(cmd) => crate::sops::run(*cmd),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -7,15 +7,17 @@
 //! never puts a plaintext value into an error.
 
 use std::collections::HashMap;
+#[cfg(test)]
 use std::sync::LazyLock;
 
 use aes_gcm::aead::consts::{U12, U32};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::aes::Aes256;
 use aes_gcm::{AesGcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
+#[cfg(test)]
 use regex::Regex;
 use zeroize::Zeroizing;
 
@@ -30,10 +32,41 @@ type StdGcm = AesGcm<Aes256, U12>;
 const NONCE_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 
-/// sops' own pattern: prefix anchored, greedy groups, end not anchored.
+/// sops' own pattern: prefix anchored, greedy groups, end not anchored. `split_fields` computes
+/// the same captures without a regex engine (it is on the hot path); a proptest checks them equal.
+#[cfg(test)]
 static ENC_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]").expect("valid regex")
 });
+
+const ENC_PREFIX: &str = "ENC[AES256_GCM,data:";
+
+/// The four captures of sops' greedy pattern. `.` stops at a newline, so only the first line
+/// counts; each greedy group ends at the last separator that still lets the rest match, found
+/// right to left: the last `]`, the last `,type:` before it (one char at least in between), the
+/// last `,tag:` before that, the last `,iv:` before that.
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+fn split_fields(s: &str) -> Option<[&str; 4]> {
+    let rest = s.strip_prefix(ENC_PREFIX)?;
+    let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    // Each separator must lie wholly before the previous one's position minus one character
+    // (the group between them is `.+`).
+    // Byte positions: the separators are ASCII, so every cut below is a char boundary.
+    let b = line.as_bytes();
+    let r = rfind(b, b"]")?;
+    let t = rfind(&b[..r.checked_sub(1)?], b",type:")?;
+    let g = rfind(&b[..t.checked_sub(1)?], b",tag:")?;
+    let v = rfind(&b[..g.checked_sub(1)?], b",iv:").filter(|&v| v >= 1)?;
+    Some([
+        &line[..v],
+        &line[v + 4..g],
+        &line[g + 5..t],
+        &line[t + 6..r],
+    ])
+}
 
 /// A parsed `ENC[...]` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,18 +85,17 @@ pub fn is_enc(s: &[u8]) -> bool {
 impl EncValue {
     /// Parses an `ENC[...]` string exactly as sops does. The error never echoes the value.
     pub fn parse(s: &str) -> Result<EncValue, String> {
-        let caps = ENC_RE
-            .captures(s)
+        let [data, iv, tag, kind] = split_fields(s)
             .ok_or_else(|| "value is not an ENC[AES256_GCM,...] string".to_string())?;
-        let field = |i: usize, name: &str| {
-            B64.decode(caps.get(i).map_or("", |m| m.as_str()))
+        let field = |text: &str, name: &str| {
+            B64.decode(text)
                 .map_err(|e| format!("invalid base64 in {name}: {e}"))
         };
         Ok(EncValue {
-            data: field(1, "data")?,
-            iv: field(2, "iv")?,
-            tag: field(3, "tag")?,
-            kind: caps.get(4).map_or("", |m| m.as_str()).to_string(),
+            data: field(data, "data")?,
+            iv: field(iv, "iv")?,
+            tag: field(tag, "tag")?,
+            kind: kind.to_string(),
         })
     }
 
@@ -165,11 +197,12 @@ pub fn plain_bytes(value: &Value) -> Option<(Zeroizing<Vec<u8>>, &'static str)> 
 }
 
 /// Turns decrypted bytes of a given sops type back into a value (`Cipher.Decrypt`).
-pub fn typed_value(bytes: Zeroizing<Vec<u8>>, kind: &str) -> Result<Value, String> {
+pub fn typed_value(mut bytes: Zeroizing<Vec<u8>>, kind: &str) -> Result<Value, String> {
     let text =
         || std::str::from_utf8(&bytes).map_err(|_| format!("decrypted {kind} value is not UTF-8"));
     Ok(match kind {
-        "str" | "bytes" => Value::Str(SecretBytes::new(bytes.to_vec())),
+        // Moved, not copied: the Vec is owned by the zeroizing SecretBytes from here on.
+        "str" | "bytes" => Value::Str(SecretBytes::new(std::mem::take(&mut *bytes))),
         "int" => Value::Int(
             text()?
                 .parse::<i64>()
@@ -197,12 +230,19 @@ fn parse_go_float(s: &str) -> Option<f64> {
     }
 }
 
+/// Plaintext bytes, sops type name and IV of one decrypted value.
+pub type Decrypted = (Zeroizing<Vec<u8>>, String, Vec<u8>);
+
 /// Key of the IV stash: the AAD plus the typed plaintext.
 type StashKey = (String, &'static str, Vec<u8>);
 
 /// Encrypts and decrypts values with one data key; remembers IVs of decrypted values.
 pub struct Cipher {
     key: Zeroizing<[u8; 32]>,
+    /// The expanded key, built once (it is the per-value hot path).
+    gcm: Box<SopsGcm>,
+    /// Whether `decrypt` remembers IVs (only needed before re-encrypting).
+    record: bool,
     /// Plaintext of decrypted values keyed to their IV; wiped when the cipher is dropped.
     stash: HashMap<StashKey, Vec<u8>>,
 }
@@ -217,11 +257,22 @@ impl Drop for Cipher {
 }
 
 impl Cipher {
+    /// A cipher that does not remember IVs (decrypt-only use).
     pub fn new(key: &[u8; 32]) -> Cipher {
         Cipher {
             key: Zeroizing::new(*key),
+            gcm: Box::new(SopsGcm::new(key.into())),
+            record: false,
             stash: HashMap::new(),
         }
+    }
+
+    /// A cipher whose `decrypt` remembers each value's IV, so that re-encrypting an unchanged
+    /// value reproduces its ciphertext.
+    pub fn with_stash(key: &[u8; 32]) -> Cipher {
+        let mut c = Cipher::new(key);
+        c.record = true;
+        c
     }
 
     /// The data key this cipher uses.
@@ -264,9 +315,7 @@ impl Cipher {
         iv: &[u8],
     ) -> Result<String, String> {
         let out = if iv.len() == NONCE_LEN {
-            let gcm = SopsGcm::new_from_slice(&self.key[..])
-                .map_err(|_| "invalid data key length".to_string())?;
-            gcm.encrypt(
+            self.gcm.encrypt(
                 Nonce::<U32>::from_slice(iv),
                 Payload {
                     msg: bytes,
@@ -298,39 +347,39 @@ impl Cipher {
     }
 
     /// Decrypts raw bytes and the type name of one `ENC[...]` string, without remembering the IV.
-    pub fn decrypt_raw(
-        &self,
-        enc: &str,
-        aad: &str,
-    ) -> Result<(Zeroizing<Vec<u8>>, String, Vec<u8>), String> {
-        let v = EncValue::parse(enc)?;
-        if v.tag.len() != TAG_LEN {
-            return Err(format!(
-                "tag must be {TAG_LEN} bytes, found {}",
-                v.tag.len()
-            ));
-        }
-        let mut ct = Vec::with_capacity(v.data.len() + TAG_LEN);
-        ct.extend_from_slice(&v.data);
-        ct.extend_from_slice(&v.tag);
-        let payload = Payload {
-            msg: &ct,
-            aad: aad.as_bytes(),
+    pub fn decrypt_raw(&self, enc: &str, aad: &str) -> Result<Decrypted, String> {
+        let [data, iv, tag, kind] = split_fields(enc)
+            .ok_or_else(|| "value is not an ENC[AES256_GCM,...] string".to_string())?;
+        let b64 = |text: &str, name: &str| {
+            B64.decode(text)
+                .map_err(|e| format!("invalid base64 in {name}: {e}"))
         };
-        let plain = match v.iv.len() {
-            NONCE_LEN => SopsGcm::new_from_slice(&self.key[..])
-                .map_err(|_| "invalid data key length".to_string())?
-                .decrypt(Nonce::<U32>::from_slice(&v.iv), payload),
+        // Decrypted in place: the buffer holding the ciphertext becomes the plaintext.
+        let mut buf = Zeroizing::new(b64(data, "data")?);
+        let iv = b64(iv, "iv")?;
+        let tag = b64(tag, "tag")?;
+        if tag.len() != TAG_LEN {
+            return Err(format!("tag must be {TAG_LEN} bytes, found {}", tag.len()));
+        }
+        let tag = aes_gcm::Tag::from_slice(&tag);
+        let aad_b = aad.as_bytes();
+        match iv.len() {
+            NONCE_LEN => self.gcm.decrypt_in_place_detached(
+                Nonce::<U32>::from_slice(&iv),
+                aad_b,
+                &mut buf,
+                tag,
+            ),
             12 => StdGcm::new_from_slice(&self.key[..])
                 .map_err(|_| "invalid data key length".to_string())?
-                .decrypt(Nonce::<U12>::from_slice(&v.iv), payload),
+                .decrypt_in_place_detached(Nonce::<U12>::from_slice(&iv), aad_b, &mut buf, tag),
             n => return Err(format!("unsupported iv length {n} (expected 32)")),
         }
         .map_err(|_| {
             "authentication failed: wrong data key, or the ciphertext, tag or key path was altered"
                 .to_string()
         })?;
-        Ok((Zeroizing::new(plain), v.kind, v.iv))
+        Ok((buf, kind.to_string(), iv))
     }
 
     /// Decrypts one value; `""` decrypts to `""`. Stashes the IV for minimal re-encryption diffs.
@@ -340,8 +389,10 @@ impl Cipher {
         }
         let (plain, kind, iv) = self.decrypt_raw(enc, aad)?;
         let value = typed_value(plain, &kind)?;
-        if let Some((bytes, k)) = plain_bytes(&value) {
-            self.stash.insert((aad.to_string(), k, bytes.to_vec()), iv);
+        if self.record {
+            if let Some((bytes, k)) = plain_bytes(&value) {
+                self.stash.insert((aad.to_string(), k, bytes.to_vec()), iv);
+            }
         }
         Ok(value)
     }
@@ -367,7 +418,7 @@ mod tests {
 
     #[test]
     fn roundtrip_and_stash() {
-        let mut c = Cipher::new(&[7u8; 32]);
+        let mut c = Cipher::with_stash(&[7u8; 32]);
         let enc = c.encrypt(&Value::str("hunter2"), "a:b:").unwrap();
         assert!(enc.starts_with("ENC[AES256_GCM,data:"));
         assert!(enc.ends_with(",type:str]"));
@@ -409,5 +460,72 @@ mod tests {
             go_time_text("2001-12-14T21:59:43+00:00"),
             "2001-12-14T21:59:43Z"
         );
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Arbitrary text never panics the parser or the decryptor.
+            #[test]
+            fn arbitrary_text_never_panics(s in "\\PC{0,300}") {
+                let _ = EncValue::parse(&s);
+                let mut c = Cipher::new(&[3u8; 32]);
+                let _ = c.decrypt(&s, "a:");
+            }
+
+            /// Near-valid ENC strings (fields drawn from base64 and delimiter characters) never
+            /// panic, whatever their lengths.
+            #[test]
+            fn near_valid_values_never_panic(
+                d in "[A-Za-z0-9+/=,:\\]]{0,64}",
+                iv in "[A-Za-z0-9+/=]{0,64}",
+                tag in "[A-Za-z0-9+/=]{0,32}",
+                kind in "[a-z\\]]{0,8}",
+            ) {
+                let s = format!("ENC[AES256_GCM,data:{d},iv:{iv},tag:{tag},type:{kind}]");
+                let mut c = Cipher::new(&[3u8; 32]);
+                let _ = c.decrypt(&s, "a:");
+            }
+
+            /// The hand-written splitter captures exactly what sops' regex captures.
+            #[test]
+            fn splitter_matches_sops_regex(
+                parts in proptest::collection::vec("[a-zé=\\]\\n]{0,3}|,iv:|,tag:|,type:|\\]", 0..14),
+            ) {
+                let s = format!("ENC[AES256_GCM,data:{}", parts.concat());
+                let expected = ENC_RE.captures(&s).map(|c| {
+                    [1, 2, 3, 4].map(|i| c.get(i).map_or("", |m| m.as_str()).to_string())
+                });
+                let got = split_fields(&s).map(|a| a.map(str::to_string));
+                prop_assert_eq!(got, expected, "{:?}", s);
+            }
+
+            /// format → parse is the identity.
+            #[test]
+            fn format_parse_roundtrip(
+                data in proptest::collection::vec(any::<u8>(), 1..64),
+                iv in proptest::collection::vec(any::<u8>(), 32),
+                tag in proptest::collection::vec(any::<u8>(), 16),
+                kind in "(str|int|float|bool|time|comment|bytes)",
+            ) {
+                let v = EncValue { data, iv, tag, kind };
+                prop_assert_eq!(EncValue::parse(&v.format()).unwrap(), v);
+            }
+
+            /// Any scalar survives encrypt → decrypt with the same AAD, and fails with another.
+            #[test]
+            fn scalars_roundtrip(s in "\\PC{1,40}", i in any::<i64>(), f in any::<f64>().prop_filter("finite", |f| f.is_finite()), b in any::<bool>()) {
+                let mut c = Cipher::new(&[9u8; 32]);
+                for v in [Value::str(&s), Value::Int(i), Value::Float(f), Value::Bool(b)] {
+                    let enc = c.encrypt(&v, "x:y:").unwrap();
+                    prop_assert_eq!(&c.decrypt(&enc, "x:y:").unwrap(), &v);
+                    prop_assert!(c.decrypt(&enc, "x:z:").is_err());
+                }
+            }
+        }
     }
 }

@@ -398,7 +398,7 @@ fn encrypt(a: EncryptArgs) -> anyhow::Result<ExitCode> {
     let bytes = read_input(&a.file)?;
     let tree = Tree::parse(&bytes, input)
         .with_context(|| format!("cannot parse '{}'", a.file.display()))?;
-    let file = EncryptedFile::encrypt(&tree, output, &opts)
+    let file = EncryptedFile::encrypt_from(&tree, input, output, &opts)
         .with_context(|| format!("cannot encrypt '{}'", a.file.display()))?;
     let out = file.to_bytes()?;
     if a.in_place {

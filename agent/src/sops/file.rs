@@ -191,9 +191,13 @@ impl EncryptedFile {
     }
 
     /// Decrypts and verifies; returns the cipher (with its IV stash) for minimal re-encryption.
-    fn open(&self, keys: &Keyring) -> Result<(Tree, Cipher), SopsError> {
+    fn open(&self, keys: &Keyring, stash: bool) -> Result<(Tree, Cipher), SopsError> {
         let key = self.data_key(keys)?;
-        let mut cipher = Cipher::new(&key);
+        let mut cipher = if stash {
+            Cipher::with_stash(&key)
+        } else {
+            Cipher::new(&key)
+        };
         let walked = walk::decrypt_tree(
             &self.tree,
             &self.metadata.rule,
@@ -217,7 +221,7 @@ impl EncryptedFile {
 
     /// Decrypts every value. The MAC is always verified.
     pub fn decrypt(&self, keys: &Keyring) -> Result<Tree, SopsError> {
-        self.open(keys).map(|(t, _)| t)
+        self.open(keys, false).map(|(t, _)| t)
     }
 
     /// Encrypts a plaintext tree for new key groups with a fresh data key.
@@ -226,18 +230,40 @@ impl EncryptedFile {
         format: Format,
         opts: &EncryptOptions,
     ) -> Result<EncryptedFile, SopsError> {
+        EncryptedFile::encrypt_from(tree, format, format, opts)
+    }
+
+    /// `encrypt` for a tree read in `input` format and written in `output` format. Binary input
+    /// is sops' single-value store: rules and `mac_only_encrypted` are ignored (the one value is
+    /// always encrypted) and no rule is written, exactly like sops.
+    pub fn encrypt_from(
+        tree: &Tree,
+        input: Format,
+        output: Format,
+        opts: &EncryptOptions,
+    ) -> Result<EncryptedFile, SopsError> {
         if tree.documents.iter().any(|d| d.get("sops").is_some()) {
             return Err(SopsError::Encrypt(
                 "the input already has a top-level 'sops' key: it is already encrypted".into(),
             ));
         }
-        let rule = opts.rule.clone().normalized();
+        let single_value = input == Format::Binary;
+        let mut rule = opts.rule.clone().normalized();
+        if single_value {
+            if rule != EncryptionRule::Default {
+                tracing::warn!("encryption rules do not apply to binary input; ignored");
+            }
+            rule = EncryptionRule::Default;
+        } else if rule == EncryptionRule::Default {
+            rule = EncryptionRule::UnencryptedSuffix(walk::DEFAULT_UNENCRYPTED_SUFFIX.into());
+        }
         rule.validate()?;
+        let mac_only_encrypted = opts.mac_only_encrypted && !single_value;
         let threshold = opts.shamir_threshold.unwrap_or(0);
         let key = new_data_key();
         let groups = wrap_groups(&key, &opts.key_groups, threshold, &[])?;
         let mut file = EncryptedFile {
-            format,
+            format: output,
             tree: Tree::default(),
             metadata: Metadata {
                 shamir_threshold: if groups.len() > 1 && threshold == 0 {
@@ -249,7 +275,7 @@ impl EncryptedFile {
                 lastmodified: String::new(),
                 mac: String::new(),
                 rule,
-                mac_only_encrypted: opts.mac_only_encrypted,
+                mac_only_encrypted,
                 version: SOPS_FORMAT_VERSION.to_string(),
             },
         };
@@ -282,7 +308,7 @@ impl EncryptedFile {
     /// whose plaintext and key path did not change keep their exact ciphertext (sops' stash), so
     /// diffs stay minimal. Needs a key that opens the file now.
     pub fn set_tree(&mut self, keys: &Keyring, tree: &Tree) -> Result<(), SopsError> {
-        let (_, mut cipher) = self.open(keys)?;
+        let (_, mut cipher) = self.open(keys, true)?;
         self.seal(tree, &mut cipher)
     }
 
@@ -300,7 +326,7 @@ impl EncryptedFile {
     ) -> Result<(), SopsError> {
         let key = self.data_key(keys)?;
         // Verify the MAC before trusting this file enough to re-key it.
-        self.open(keys)?;
+        self.open(keys, false)?;
         let threshold = threshold.unwrap_or(self.metadata.shamir_threshold);
         let keep: &[KeyGroup] = if groups.0.len() == 1 && self.metadata.key_groups.len() == 1 {
             &self.metadata.key_groups

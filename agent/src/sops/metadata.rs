@@ -122,10 +122,8 @@ fn parse_group(m: &Map, field: &str) -> Result<KeyGroup, SopsError> {
         let MapItem::Pair(k, v) = item else { continue };
         if k == "age" {
             group.age = parse_age_keys(v, &format!("{field}.age"))?;
-        } else if OTHER_SOURCES.contains(&k.as_str()) {
-            if !as_list(v, k)?.is_empty() {
-                group.other.push((k.clone(), v.clone()));
-            }
+        } else if OTHER_SOURCES.contains(&k.as_str()) && !as_list(v, k)?.is_empty() {
+            group.other.push((k.clone(), v.clone()));
         }
     }
     Ok(group)
@@ -186,10 +184,8 @@ impl Metadata {
                     }
                 }
                 "age" => flat.age = parse_age_keys(v, "age")?,
-                s if OTHER_SOURCES.contains(&s) => {
-                    if !as_list(v, s)?.is_empty() {
-                        flat.other.push((k.clone(), v.clone()));
-                    }
+                s if OTHER_SOURCES.contains(&s) && !as_list(v, s)?.is_empty() => {
+                    flat.other.push((k.clone(), v.clone()));
                 }
                 "shamir_threshold" => threshold = parse_usize(v, k)?,
                 "lastmodified" => lastmodified = as_string(v, k)?,
@@ -219,7 +215,11 @@ impl Metadata {
                 "cannot use more than one of encrypted_suffix, unencrypted_suffix, encrypted_regex, unencrypted_regex, encrypted_comment_regex, or unencrypted_comment_regex in the same file",
             ));
         }
-        let rule = rules.pop().unwrap_or(EncryptionRule::Default);
+        // Like sops' ToInternal: no rule in the file means the default suffix, which is written
+        // explicitly when the file is rewritten.
+        let rule = rules.pop().unwrap_or_else(|| {
+            EncryptionRule::UnencryptedSuffix(super::walk::DEFAULT_UNENCRYPTED_SUFFIX.into())
+        });
         rule.validate()?;
         let lastmodified = lastmodified.ok_or_else(|| merr("'lastmodified' is missing"))?;
         mac_aad(&lastmodified)?;
@@ -294,8 +294,11 @@ impl Metadata {
                 out.push(pair("pgp", v.clone()));
             }
         }
-        let (name, text) = self.rule.field();
-        out.push(pair(name, Value::str(&text)));
+        // `Default` means no rule field at all (sops' binary store); anything else is written.
+        if self.rule != EncryptionRule::Default {
+            let (name, text) = self.rule.field();
+            out.push(pair(name, Value::str(&text)));
+        }
         if self.mac_only_encrypted {
             out.push(pair("mac_only_encrypted", Value::Bool(true)));
         }
@@ -386,7 +389,7 @@ mod tests {
             shamir_threshold: 0,
             lastmodified: "2024-01-02T03:04:05Z".into(),
             mac: "ENC[...]".into(),
-            rule: EncryptionRule::Default,
+            rule: EncryptionRule::UnencryptedSuffix("_unencrypted".into()),
             mac_only_encrypted: true,
             version: "3.11.0".into(),
         };
@@ -426,6 +429,9 @@ mod tests {
         let m = Metadata::from_map(&map).unwrap();
         assert_eq!(m.shamir_threshold, 2);
         assert!(m.mac_only_encrypted);
-        assert_eq!(m.rule, EncryptionRule::Default);
+        assert_eq!(
+            m.rule,
+            EncryptionRule::UnencryptedSuffix("_unencrypted".into())
+        );
     }
 }

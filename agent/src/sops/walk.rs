@@ -109,7 +109,7 @@ impl Compiled {
     }
 
     /// sops' `shouldBeEncrypted`.
-    fn should_encrypt(&self, path: &[String], comments: &[Vec<String>], is_comment: bool) -> bool {
+    fn should_encrypt(&self, path: &[&str], comments: &[Vec<&str>], is_comment: bool) -> bool {
         match self {
             Compiled::UnencSuffix(s) => !path.iter().any(|p| p.ends_with(s.as_str())),
             Compiled::EncSuffix(s) => path.iter().any(|p| p.ends_with(s.as_str())),
@@ -144,16 +144,36 @@ enum Mode {
     Decrypt,
 }
 
-struct Walker<'a> {
+struct Walker<'a, 't> {
     mode: Mode,
     rule: Compiled,
     mac_only: bool,
     cipher: &'a mut Cipher,
     hash: Sha512,
-    path: Vec<String>,
+    /// Map keys from the root (sops' path: list indices are not part of it).
+    path: Vec<&'t str>,
+    /// `path` joined by `:`, each key followed by `:` (the AAD, kept incrementally).
+    aad: String,
     /// Human path with list indices, for error messages.
-    shown: Vec<String>,
-    comments: Vec<Vec<String>>,
+    shown: Vec<Shown<'t>>,
+    comments: Vec<Vec<&'t str>>,
+}
+
+#[derive(Clone, Copy)]
+enum Shown<'t> {
+    Key(&'t str),
+    Index(usize),
+}
+
+fn render_shown(parts: &[Shown<'_>]) -> String {
+    let parts: Vec<String> = parts
+        .iter()
+        .map(|p| match p {
+            Shown::Key(k) => k.to_string(),
+            Shown::Index(i) => format!("[{i}]"),
+        })
+        .collect();
+    show_path(&parts)
 }
 
 /// Result of walking a tree: the transformed tree and the MAC as upper-case hex.
@@ -182,6 +202,18 @@ pub fn decrypt_tree(
     Walker::new(Mode::Decrypt, rule, mac_only, cipher)?.run(tree)
 }
 
+/// Feeds one leaf's `ToBytes` form into the MAC (strings without a copy).
+fn hash_leaf(hash: &mut Sha512, v: &Value) {
+    match v {
+        Value::Str(s) => hash.update(s.expose()),
+        other => {
+            if let Some((bytes, _)) = plain_bytes(other) {
+                hash.update(&bytes);
+            }
+        }
+    }
+}
+
 /// Renders a key path for messages: `a.b[2].c`.
 pub fn show_path(parts: &[String]) -> String {
     let mut out = String::new();
@@ -202,7 +234,7 @@ pub fn show_path(parts: &[String]) -> String {
     }
 }
 
-impl<'a> Walker<'a> {
+impl<'a, 't> Walker<'a, 't> {
     fn new(
         mode: Mode,
         rule: &EncryptionRule,
@@ -220,12 +252,13 @@ impl<'a> Walker<'a> {
             cipher,
             hash,
             path: Vec::new(),
+            aad: String::new(),
             shown: Vec::new(),
             comments: Vec::new(),
         })
     }
 
-    fn run(mut self, tree: &Tree) -> Result<Walked, SopsError> {
+    fn run(mut self, tree: &'t Tree) -> Result<Walked, SopsError> {
         let mut docs = Vec::with_capacity(tree.documents.len());
         for doc in &tree.documents {
             docs.push(self.map(doc)?);
@@ -239,21 +272,18 @@ impl<'a> Walker<'a> {
 
     fn err(&self, detail: impl Into<String>) -> SopsError {
         SopsError::Decrypt {
-            path: show_path(&self.shown),
+            path: render_shown(&self.shown),
             detail: detail.into(),
         }
     }
 
-    fn map(&mut self, map: &Map) -> Result<Map, SopsError> {
+    fn map(&mut self, map: &'t Map) -> Result<Map, SopsError> {
         self.comments.push(Vec::new());
         let mut out = Vec::with_capacity(map.0.len());
         for item in &map.0 {
             match item {
                 MapItem::Comment(c) => {
-                    self.comments
-                        .last_mut()
-                        .expect("pushed above")
-                        .push(c.clone());
+                    self.comments.last_mut().expect("pushed above").push(c);
                     let v = self.leaf(&Value::Comment(c.clone()))?;
                     out.push(MapItem::Comment(match v {
                         Value::Comment(c) => c,
@@ -266,11 +296,15 @@ impl<'a> Walker<'a> {
                     }));
                 }
                 MapItem::Pair(k, v) => {
-                    self.path.push(k.clone());
-                    self.shown.push(k.clone());
+                    let saved = self.aad.len();
+                    self.aad.push_str(k);
+                    self.aad.push(':');
+                    self.path.push(k);
+                    self.shown.push(Shown::Key(k));
                     let nv = self.value(v);
                     self.path.pop();
                     self.shown.pop();
+                    self.aad.truncate(saved);
                     out.push(MapItem::Pair(k.clone(), nv?));
                     self.comments.last_mut().expect("pushed above").clear();
                 }
@@ -280,7 +314,7 @@ impl<'a> Walker<'a> {
         Ok(Map(out))
     }
 
-    fn value(&mut self, v: &Value) -> Result<Value, SopsError> {
+    fn value(&mut self, v: &'t Value) -> Result<Value, SopsError> {
         match v {
             Value::Null => Ok(Value::Null),
             Value::Map(m) => Ok(Value::Map(self.map(m)?)),
@@ -290,20 +324,24 @@ impl<'a> Walker<'a> {
                 for (i, item) in items.iter().enumerate() {
                     let is_comment = matches!(item, Value::Comment(_));
                     if let Value::Comment(c) = item {
-                        self.comments
-                            .last_mut()
-                            .expect("pushed above")
-                            .push(c.clone());
+                        self.comments.last_mut().expect("pushed above").push(c);
                     }
-                    self.shown.push(format!("[{i}]"));
+                    self.shown.push(Shown::Index(i));
                     let r = self.value(item);
                     self.shown.pop();
                     let nv = r?;
-                    out.push(match (is_comment, nv) {
-                        (true, Value::Str(s)) => {
-                            Value::Comment(String::from_utf8_lossy(s.expose()).into_owned())
+                    // sops keeps what the leaf callback returns in lists: an encrypted comment
+                    // becomes a plain `ENC[…type:comment]` string element (it decrypts back to a
+                    // comment), unlike comments in maps.
+                    out.push(match nv {
+                        Value::Comment(c)
+                            if self.mode == Mode::Encrypt
+                                && is_comment
+                                && c.starts_with("ENC[") =>
+                        {
+                            Value::str(&c)
                         }
-                        (_, nv) => nv,
+                        nv => nv,
                     });
                     if !is_comment {
                         self.comments.last_mut().expect("pushed above").clear();
@@ -321,32 +359,32 @@ impl<'a> Walker<'a> {
         let encrypted = self
             .rule
             .should_encrypt(&self.path, &self.comments, is_comment);
+        // sops: strings.Join(path, ":") + ":" — a top-level comment gets ":".
         let aad = || {
-            let mut s = self.path.join(":");
-            s.push(':');
-            s
+            if self.aad.is_empty() {
+                ":".to_string()
+            } else {
+                self.aad.clone()
+            }
         };
         match self.mode {
             Mode::Encrypt => {
                 if (!self.mac_only || encrypted) && !is_comment {
-                    if let Some((bytes, _)) = plain_bytes(v) {
-                        self.hash.update(&bytes);
-                    }
+                    hash_leaf(&mut self.hash, v);
                 }
                 if !encrypted {
                     return Ok(v.clone());
                 }
                 let aad = aad();
-                let enc = self
-                    .cipher
-                    .encrypt(v, &aad)
-                    .map_err(|e| SopsError::Encrypt(format!("{}: {e}", show_path(&self.shown))))?;
+                let enc = self.cipher.encrypt(v, &aad).map_err(|e| {
+                    SopsError::Encrypt(format!("{}: {e}", render_shown(&self.shown)))
+                })?;
                 if is_comment {
                     if let Some(r) = self.rule.unenc_comment_regex() {
                         if r.is_match(&enc) {
                             return Err(SopsError::Encrypt(format!(
                                 "an encrypted comment at {} matches unencrypted_comment_regex; choose a regex that cannot match encrypted comments",
-                                show_path(&self.shown)
+                                render_shown(&self.shown)
                             )));
                         }
                     }
@@ -379,9 +417,7 @@ impl<'a> Walker<'a> {
                     }
                 };
                 if (!self.mac_only || encrypted) && !matches!(plain, Value::Comment(_)) {
-                    if let Some((bytes, _)) = plain_bytes(&plain) {
-                        self.hash.update(&bytes);
-                    }
+                    hash_leaf(&mut self.hash, &plain);
                 }
                 Ok(plain)
             }
@@ -440,10 +476,10 @@ mod tests {
     #[test]
     fn regex_rules_search_each_component() {
         let r = Compiled::new(&EncryptionRule::EncryptedRegex("^pw$".into())).unwrap();
-        assert!(r.should_encrypt(&["db".into(), "pw".into()], &[], false));
-        assert!(!r.should_encrypt(&["db".into(), "pw2".into()], &[], false));
+        assert!(r.should_encrypt(&["db", "pw"], &[], false));
+        assert!(!r.should_encrypt(&["db", "pw2"], &[], false));
         let r = Compiled::new(&EncryptionRule::UnencryptedRegex("port".into())).unwrap();
-        assert!(!r.should_encrypt(&["db".into(), "the_port_x".into()], &[], false));
+        assert!(!r.should_encrypt(&["db", "the_port_x"], &[], false));
     }
 
     #[test]

@@ -514,4 +514,62 @@ mod tests {
                 .is_err()
         );
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn scalar() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::Float),
+                "\\PC{0,20}".prop_map(|s| Value::str(&s)),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            scalar().prop_recursive(4, 64, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
+                    proptest::collection::vec(("\\PC{0,8}", inner), 0..6).prop_map(|kv| {
+                        Value::Map(Map(kv
+                            .into_iter()
+                            .map(|(k, v)| MapItem::Pair(k, v))
+                            .collect()))
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Arbitrary bytes never panic the parser.
+            #[test]
+            fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = JsonStore.load_plain(&b);
+                let _ = JsonStore.load_encrypted(&b);
+            }
+
+            /// Arbitrary JSON-ish text never panics the parser.
+            #[test]
+            fn jsonish_text_never_panics(s in "[{}\\[\\],:\"0-9eE.+\\-a-z \\\\]{0,200}") {
+                let _ = JsonStore.load_plain(s.as_bytes());
+            }
+
+            /// emit → parse → emit is stable and keeps the tree (order, duplicates, types).
+            #[test]
+            fn emit_parse_roundtrip(kv in proptest::collection::vec(("\\PC{0,8}", value()), 0..8)) {
+                let map = Map(kv.into_iter().map(|(k, v)| MapItem::Pair(k, v)).collect());
+                let tree = Tree { documents: vec![map] };
+                let out = JsonStore.emit_plain(&tree).unwrap();
+                let back = JsonStore.load_plain(&out).unwrap();
+                prop_assert_eq!(&back, &tree);
+                prop_assert_eq!(JsonStore.emit_plain(&back).unwrap(), out);
+            }
+        }
+    }
 }

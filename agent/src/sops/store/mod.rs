@@ -9,6 +9,9 @@ use super::error::SopsError;
 use super::tree::{Map, MapItem, Tree, Value};
 
 pub mod binary;
+pub mod dotenv;
+pub mod flatten;
+pub mod ini;
 pub mod json;
 pub mod yaml;
 
@@ -85,15 +88,14 @@ pub trait Store {
     fn emit_value(&self, value: &Value) -> Result<Vec<u8>, SopsError>;
 }
 
-/// The store for a format. YAML, dotenv and INI come from their own modules.
+/// The store for a format.
 pub fn store_for(format: Format) -> Result<Box<dyn Store>, SopsError> {
     match format {
         Format::Json => Ok(Box::new(json::JsonStore)),
         Format::Binary => Ok(Box::new(binary::BinaryStore)),
         Format::Yaml => Ok(Box::new(yaml::YamlStore)),
-        other => Err(SopsError::UnsupportedFormat(format!(
-            "{other} (store not available in this build)"
-        ))),
+        Format::Dotenv => Ok(Box::new(dotenv::DotenvStore)),
+        Format::Ini => Ok(Box::new(ini::IniStore)),
     }
 }
 

@@ -386,4 +386,4 @@ impl Store for YamlStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

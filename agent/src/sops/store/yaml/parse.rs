@@ -41,6 +41,10 @@ struct Comment {
     text: String,
     /// Whether content precedes it on its line.
     trailing: bool,
+    /// yaml.v3 made it a foot comment of the preceding value (see `classify_gap`): it stays in
+    /// the innermost collection that held that value whatever its indentation.
+    deep: bool,
+    classified: bool,
 }
 
 enum FrameKind {
@@ -57,8 +61,11 @@ struct Frame {
     kind: FrameKind,
     /// Column of the collection's items (for a block collection).
     col: usize,
-    /// Source line of each non-comment entry, parallel to pushes (for trailing comments).
-    lines: Vec<(usize, usize)>,
+    /// Per non-comment entry: its source line, its index in `entries` (for trailing comments),
+    /// and whether its value is a flow collection (which takes a trailing comment inside).
+    lines: Vec<(usize, usize, bool)>,
+    /// A `[...]`/`{...}` collection rather than a block one.
+    flow: bool,
     anchor: usize,
     /// Path segment of this frame in its parent (for error messages).
     path: String,
@@ -74,6 +81,8 @@ struct Builder<'a> {
     nodes: usize,
     frames: Vec<Frame>,
     held: Vec<Comment>,
+    /// Last source line of the most recent value (scalar, alias or flow collection).
+    last_content_line: usize,
 }
 
 /// Parses every document of `src`. Each must be a mapping (or empty).
@@ -114,6 +123,7 @@ pub(crate) fn parse_documents(src: &str) -> Result<Vec<Map>, SopsError> {
         nodes: 0,
         frames: Vec::new(),
         held: Vec::new(),
+        last_content_line: 0,
     };
     b.comments = b.find_comments(&events);
     b.build(&events)
@@ -218,6 +228,8 @@ impl Builder<'_> {
                     col,
                     text: self.src[i + 1..end].to_string(),
                     trailing,
+                    deep: false,
+                    classified: false,
                 });
                 i = end;
                 continue;
@@ -256,14 +268,104 @@ impl Builder<'_> {
     /// the comments before `pos` that are indented at least as deep as its items.
     fn flush_closing(&mut self, pos: usize) {
         let col = self.frames.last().map_or(0, |f| f.col);
+        self.classify_gap(pos, col);
         while self.next_comment < self.comments.len() {
             let c = &self.comments[self.next_comment];
-            if c.pos >= pos || (!c.trailing && c.col < col) {
+            if c.pos >= pos || (!c.trailing && !c.deep && c.col < col) {
                 break;
             }
             let c = c.clone();
             self.next_comment += 1;
             self.place_comment(&c, false);
+        }
+    }
+
+    fn line_text(&self, line: usize) -> &str {
+        let start = self
+            .line_starts
+            .get(line - 1)
+            .copied()
+            .unwrap_or(self.src.len());
+        let end = self
+            .line_starts
+            .get(line)
+            .copied()
+            .unwrap_or(self.src.len());
+        &self.src[start..end]
+    }
+
+    /// Splits the whole-line comments between the last value and byte `next` into yaml.v3's
+    /// comment blocks and marks the blocks its scanner makes a *foot* of that value: a block
+    /// followed by a line indented less than `indent` (the item column of the collection holding
+    /// the value) and at another column than the block's first line, or a block directly after
+    /// the value that ends at a blank line without being dedented. Other blocks are *head*
+    /// comments of what follows and are placed by column.
+    fn classify_gap(&mut self, next: usize, indent: usize) {
+        let first = self.next_comment;
+        if first >= self.comments.len()
+            || self.comments[first].classified
+            || self.comments[first].pos >= next
+        {
+            return;
+        }
+        let (next_line, _) = self.line_col(next.min(self.src.len()));
+        let mut block: Vec<usize> = Vec::new();
+        let mut start_col = 0;
+        let mut first_empty = true;
+        let mut recent_empty = false;
+        let mut idx = first;
+        let mark_deep = |comments: &mut Vec<Comment>, block: &mut Vec<usize>, deep: bool| {
+            for &i in block.iter() {
+                comments[i].deep = deep;
+            }
+            block.clear();
+        };
+        let from = self.last_content_line + 1;
+        for line in from..=next_line.max(from) {
+            let text = self.line_text(line);
+            let body = text.trim_start_matches([' ', '\t']);
+            let col = text.len() - body.len();
+            let (blank, is_comment) = (body.trim().is_empty(), body.starts_with('#'));
+            if blank {
+                if !block.is_empty() && !recent_empty && first_empty && start_col < indent {
+                    // Dedented and followed by a blank line: unrelated to the value above.
+                    let mut b = std::mem::take(&mut block);
+                    mark_deep(&mut self.comments, &mut b, false);
+                } else if !block.is_empty() && !recent_empty && first_empty {
+                    let mut b = std::mem::take(&mut block);
+                    mark_deep(&mut self.comments, &mut b, true);
+                }
+                first_empty = false;
+                recent_empty = true;
+                continue;
+            }
+            if !block.is_empty() && col < indent && col != start_col {
+                let mut b = std::mem::take(&mut block);
+                mark_deep(&mut self.comments, &mut b, true);
+            }
+            if !is_comment {
+                break;
+            }
+            while idx < self.comments.len() && self.comments[idx].line < line {
+                idx += 1;
+            }
+            if idx >= self.comments.len()
+                || self.comments[idx].line != line
+                || self.comments[idx].pos >= next
+            {
+                break;
+            }
+            if block.is_empty() {
+                start_col = col;
+            }
+            block.push(idx);
+            recent_empty = false;
+        }
+        mark_deep(&mut self.comments, &mut block, false);
+        let mut i = first;
+        while i < self.comments.len() && self.comments[i].pos < next {
+            self.comments[i].classified = true;
+            i += 1;
         }
     }
 
@@ -299,10 +401,22 @@ impl Builder<'_> {
                     entries.push(MapItem::Comment(c.text.clone()));
                     return;
                 }
-                if let Some(&(line, idx)) = f.lines.last()
+                if let Some(&(line, idx, flow)) = f.lines.last()
                     && line == c.line
                 {
                     match &mut f.kind {
+                        // sops keeps a flow collection's line comment inside the collection.
+                        FrameKind::Map { entries, .. } if flow => match entries.get_mut(idx) {
+                            Some(MapItem::Pair(_, Value::Map(m))) => {
+                                m.0.insert(0, MapItem::Comment(c.text.clone()));
+                                return;
+                            }
+                            Some(MapItem::Pair(_, Value::List(l))) => {
+                                l.insert(0, Value::Comment(c.text.clone()));
+                                return;
+                            }
+                            _ => entries.insert(idx, MapItem::Comment(c.text.clone())),
+                        },
                         FrameKind::Map { entries, .. } => {
                             entries.insert(idx, MapItem::Comment(c.text.clone()))
                         }
@@ -376,6 +490,7 @@ impl Builder<'_> {
                             },
                             col: 0,
                             lines: Vec::new(),
+                            flow: false,
                             anchor: 0,
                             path: String::new(),
                         });
@@ -421,6 +536,7 @@ impl Builder<'_> {
                     } else {
                         self.dash_col(pos).unwrap_or(col)
                     };
+                    let flow = matches!(self.src.as_bytes().get(pos), Some(b'[' | b'{'));
                     self.held.clear();
                     self.flush_comments(pos, true);
                     let held = std::mem::take(&mut self.held);
@@ -440,6 +556,7 @@ impl Builder<'_> {
                         },
                         col,
                         lines: Vec::new(),
+                        flow,
                         anchor: *anchor,
                         path,
                     });
@@ -463,7 +580,10 @@ impl Builder<'_> {
                             _ => return Err(perr("the top level of a document must be a mapping")),
                         }
                     } else {
-                        self.add_value(value, f.lines.first().map_or(line, |l| l.0), line)?;
+                        if f.flow {
+                            self.last_content_line = line;
+                        }
+                        self.add_value(value, f.lines.first().map_or(line, |l| l.0), line, f.flow)?;
                     }
                 }
                 PEvent::Scalar(text, style, anchor, tag) => {
@@ -481,7 +601,14 @@ impl Builder<'_> {
                         }
                         continue;
                     }
-                    let tag_str = tag.as_ref().map(|t| format!("{}{}", t.handle, t.suffix));
+                    let tag_str = tag.as_ref().map(|t| {
+                        let handle = if t.handle == "tag:yaml.org,2002:" {
+                            "!!"
+                        } else {
+                            t.handle.as_str()
+                        };
+                        format!("{handle}{}", t.suffix)
+                    });
                     let value = scalar_value(text, *style, tag_str.as_deref()).map_err(|d| {
                         perr(format!(
                             "line {line}, column {}: {d} at {}",
@@ -492,7 +619,8 @@ impl Builder<'_> {
                     if *anchor != 0 {
                         self.anchors.insert(*anchor, value.clone());
                     }
-                    self.add_value(value, line, line)?;
+                    self.last_content_line = last_line(span);
+                    self.add_value(value, line, line, false)?;
                 }
                 PEvent::Alias(id) => {
                     self.flush_comments(pos, false);
@@ -505,7 +633,8 @@ impl Builder<'_> {
                             "line {line}: the top level of a document must be a mapping"
                         )));
                     }
-                    self.add_value(value, line, line)?;
+                    self.last_content_line = last_line(span);
+                    self.add_value(value, line, line, false)?;
                 }
             }
         }
@@ -561,7 +690,13 @@ impl Builder<'_> {
     }
 
     /// Adds a completed value to the innermost frame (as a key, a map value or a list item).
-    fn add_value(&mut self, value: Value, start_line: usize, line: usize) -> Result<(), SopsError> {
+    fn add_value(
+        &mut self,
+        value: Value,
+        start_line: usize,
+        line: usize,
+        flow: bool,
+    ) -> Result<(), SopsError> {
         let path = self.path();
         let f = self
             .frames
@@ -592,16 +727,25 @@ impl Builder<'_> {
                     *key = Some((k, line));
                 }
                 Some((k, kl)) => {
-                    f.lines.push((kl, entries.len()));
+                    f.lines.push((kl, entries.len(), flow));
                     entries.push(MapItem::Pair(k, value));
                 }
             },
             FrameKind::Seq { entries } => {
-                f.lines.push((start_line, entries.len()));
+                f.lines.push((start_line, entries.len(), false));
                 entries.push(value);
             }
         }
         Ok(())
+    }
+}
+
+/// The last line a span covers (an end marker at column 0 belongs to the line before).
+fn last_line(span: &Span) -> usize {
+    if span.end.col() == 0 && span.end.line() > span.start.line() {
+        span.end.line() - 1
+    } else {
+        span.end.line()
     }
 }
 

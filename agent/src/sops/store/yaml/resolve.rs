@@ -221,10 +221,11 @@ pub(crate) fn format_float_yaml(f: f64) -> String {
             "-.inf".into()
         };
     }
-    format_g(f)
+    format_g(f, 'e')
 }
 
-fn format_g(f: f64) -> String {
+/// Go's `FormatFloat(f, 'g' or 'G', -1, 64)` for finite `f`; `exp_char` is `e` or `E`.
+pub(crate) fn format_g(f: f64, exp_char: char) -> String {
     let neg = f.is_sign_negative();
     let (digits, dp) = shortest_digits(f.abs());
     let nd = digits.len() as i64;
@@ -243,7 +244,7 @@ fn format_g(f: f64) -> String {
             out.push('.');
             out.push_str(&digits[1..]);
         }
-        out.push('e');
+        out.push(exp_char);
         out.push(if exp < 0 { '-' } else { '+' });
         let e = exp.unsigned_abs();
         if e < 10 {
