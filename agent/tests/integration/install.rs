@@ -1073,3 +1073,48 @@ fn whole_file_formats_and_non_scalar_values() {
         );
     }
 }
+
+/// Two installers at once (activation and a manual run) are serialized by the lock on the
+/// mount point: both succeed and the result is one complete generation.
+#[test]
+fn concurrent_installers_are_serialized() {
+    let t = "concurrent_installers_are_serialized";
+    if !require_root(t) || !tools(t) {
+        return;
+    }
+    let h = Host::new();
+    let f = "/var/lib/secrets/s.yaml";
+    let body: String = (0..20).map(|k| format!("k{k}: value-{k}\n")).collect();
+    h.sops_file(f, "yaml", &body);
+    let secrets = (0..20)
+        .map(|k| secret(&format!("s{k}"), &format!("k{k}"), f, "yaml", json!({})))
+        .collect();
+    let m = h.manifest("m.json", &manifest(secrets, vec![], json!({})));
+    for round in 0..5 {
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                h.cmd(&m)
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        }
+        for k in 0..20 {
+            assert_eq!(
+                h.read(&format!("run/secrets/s{k}")),
+                format!("value-{k}").as_bytes()
+            );
+        }
+        assert_eq!(
+            h.mount_entries().len(),
+            1,
+            "round {round}: {:?}",
+            h.mount_entries()
+        );
+    }
+    assert_eq!(h.link_target(), h.p("run/secrets.d/15"));
+}
