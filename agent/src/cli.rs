@@ -40,6 +40,9 @@ pub enum Command {
     Secrets(crate::secrets::SecretsCmd),
     /// Loopback HTTP(S) proxy that lets bots reach only allowlisted domains.
     EgressProxy(crate::egress::EgressArgs),
+    /// Secrets: install them on a host (`install`), manage them in the operator repo.
+    #[command(subcommand)]
+    Secrets(crate::secrets::SecretsCmd),
 }
 
 /// Runs the parsed command line.
@@ -59,5 +62,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => crate::verify::run(args),
         Command::Secrets(cmd) => crate::secrets::run(cmd),
         Command::EgressProxy(args) => crate::egress::run(args),
+        Command::Secrets(cmd) => crate::secrets::run(cmd),
     }
 }

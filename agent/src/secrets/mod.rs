@@ -1,15 +1,18 @@
-//! `clawdlets secrets ...`: the secrets lifecycle. On the operator's machine: `init`, `set`,
-//! `edit`, `rotate`, `rekey`, `check` (module `ops`) over the repo's sops files; on hosts,
-//! installation (separate module). Owns the command-line shape of the group; the logic lives in
+//! `clawdlets secrets ...`: the secrets lifecycle. On hosts, installation into /run/secrets
+//! (`install`); on the operator's machine, `init`, `set`, `edit`, `rotate`, `rekey`, `check`
+//! (module `ops`) over the repo's sops files. This file only routes subcommands; the logic lives in
 //! the submodules. Must not print or log a secret value.
 
+pub mod install;
 pub mod ops;
 
 use crate::exit::ExitCode;
 
-/// Create, change, rotate, rekey and check the fleet's sops-encrypted secrets.
+/// Secrets: install on hosts; create, change, rotate, rekey and check them in the operator repo.
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretsCmd {
+    /// Materialize sops secrets into /run/secrets from a sops-nix manifest (host, activation).
+    Install(install::InstallArgs),
     /// Create the keys, sops files and nixos-anywhere extra-files of a host (idempotent).
     Init(ops::init::InitArgs),
     /// Set one secret from stdin (or a hidden prompt); never from the command line.
@@ -27,6 +30,7 @@ pub enum SecretsCmd {
 /// Runs one `secrets` subcommand.
 pub fn run(cmd: SecretsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
+        SecretsCmd::Install(args) => install::run(args),
         SecretsCmd::Init(a) => ops::init::run(a),
         SecretsCmd::Set(a) => ops::set::run(a),
         SecretsCmd::Edit(a) => ops::edit::run(a),

@@ -5,6 +5,7 @@ mod common;
 mod nix_manifest;
 mod nix_rules;
 mod secrets_ops;
+mod install;
 mod sops;
 mod sops_stores;
 mod verify;

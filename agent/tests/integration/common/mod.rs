@@ -8,6 +8,7 @@ pub mod netns;
 pub mod probe;
 pub mod sops;
 pub mod nsdns;
+pub mod sops_fixtures;
 pub mod users;
 
 use std::path::{Path, PathBuf};
