@@ -28,27 +28,36 @@ pub struct Cli {
 pub enum Command {
     /// Read and write SOPS files with age keys, compatible with the `sops` tool.
     Sops(Box<crate::sops::cli::SopsCmd>),
+    /// Secrets: install them on a host (`install`); init, set, edit, rotate, rekey and check them
+    /// in the operator repo.
+    #[command(subcommand)]
+    Secrets(crate::secrets::SecretsCmd),
+    /// Loopback HTTP(S) proxy that lets bots reach only allowlisted domains.
+    EgressProxy(crate::egress::EgressArgs),
+    /// Hardening checks of this host, or of a remote host's SSH exposure (--remote).
+    Verify(crate::verify::VerifyArgs),
     /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Hardening checks of this host, or of a remote host's SSH exposure (--remote).
-    Verify(crate::verify::VerifyArgs),
-    /// Secrets: operator lifecycle (init, set, edit, rotate, rekey, check).
-    #[command(subcommand)]
-    Secrets(crate::secrets::SecretsCmd),
-    /// Loopback HTTP(S) proxy that lets bots reach only allowlisted domains.
-    EgressProxy(crate::egress::EgressArgs),
-    /// Secrets: install them on a host (`install`), manage them in the operator repo.
-    #[command(subcommand)]
-    Secrets(crate::secrets::SecretsCmd),
+}
+
+impl Command {
+    /// Long-running daemons log at info by default: their per-request decision and audit lines
+    /// are the record operators rely on. One-shot commands stay quiet unless asked (`-v`).
+    pub fn default_verbosity(&self) -> u8 {
+        u8::from(matches!(self, Command::EgressProxy(_)))
+    }
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sops(cmd) => crate::sops::run(*cmd),
+        Command::Secrets(cmd) => crate::secrets::run(cmd),
+        Command::EgressProxy(args) => crate::egress::run(args),
+        Command::Verify(args) => crate::verify::run(args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -59,9 +68,5 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::Success)
         }
-        Command::Verify(args) => crate::verify::run(args),
-        Command::Secrets(cmd) => crate::secrets::run(cmd),
-        Command::EgressProxy(args) => crate::egress::run(args),
-        Command::Secrets(cmd) => crate::secrets::run(cmd),
     }
 }

@@ -7,7 +7,8 @@ use clawdlets::exit::ExitCode;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    clawdlets::logging::init(cli.log_format, cli.verbose);
+    let verbosity = cli.verbose.max(cli.command.default_verbosity());
+    clawdlets::logging::init(cli.log_format, verbosity);
     match clawdlets::cli::run(cli) {
         Ok(code) => code.into(),
         Err(err) => {
