@@ -31,6 +31,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The bots' control plane daemon (unix socket + SQLite) and its cattle agent.
+    Orchestrator(crate::orchestrator::OrchestratorArgs),
+    /// Enqueue, list, show and cancel orchestrator jobs (the bots' client; JSON output).
+    Jobs(crate::jobs::JobsArgs),
 }
 
 /// Runs the parsed command line.
@@ -38,8 +42,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "clawdlets", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "clawdlets",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::Success)
         }
+        Command::Orchestrator(args) => crate::orchestrator::run(args),
+        Command::Jobs(args) => crate::jobs::run(args),
     }
 }

@@ -5,5 +5,7 @@
 
 pub mod cli;
 pub mod exit;
+pub mod jobs;
 pub mod logging;
+pub mod orchestrator;
 pub mod secret;

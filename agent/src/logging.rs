@@ -41,7 +41,11 @@ pub fn init(format: LogFormat, verbose: u8) {
             Err(_) => registry.with(text_layer()).try_init(),
         },
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Text | LogFormat::Auto => registry.with(text_layer()).try_init(),
     };
@@ -53,5 +57,7 @@ fn text_layer<S>() -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false)
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
 }

@@ -45,7 +45,8 @@ fn scrub_env(cmd: &mut Command, home: &Path) {
 
 /// Runs a command and returns its output, panicking with both streams if it could not start.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
 }
 
 /// Runs a command that must succeed; returns stdout.
@@ -66,7 +67,9 @@ pub fn require_root(test: &str) -> bool {
     if is_root() {
         return true;
     }
-    eprintln!("SKIP {test}: needs root (real mounts, users or network namespaces); CI runs as root");
+    eprintln!(
+        "SKIP {test}: needs root (real mounts, users or network namespaces); CI runs as root"
+    );
     false
 }
 
@@ -91,7 +94,9 @@ pub fn require_tool(test: &str, tool: &str) -> bool {
 
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
 }
 
 /// A name unique to this test process and call, for users, groups and namespaces that live
@@ -104,5 +109,8 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// A fresh temporary directory that is removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("clawdlets-test-").tempdir().expect("create temp dir")
+    tempfile::Builder::new()
+        .prefix("clawdlets-test-")
+        .tempdir()
+        .expect("create temp dir")
 }

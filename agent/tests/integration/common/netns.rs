@@ -43,14 +43,21 @@ impl Netns {
             .spawn()
             .expect("spawn nft");
         let full = format!("flush ruleset\n{ruleset}");
-        child.stdin.take().unwrap().write_all(full.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(full.as_bytes())
+            .unwrap();
         child.wait_with_output().expect("nft output")
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

@@ -16,7 +16,13 @@ impl TestUser {
     pub fn create(prefix: &str, groups: &[&str]) -> TestUser {
         let name = super::unique_name(prefix);
         let mut cmd = Command::new("useradd");
-        cmd.args(["--system", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin"]);
+        cmd.args([
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "--shell",
+            "/usr/sbin/nologin",
+        ]);
         if !groups.is_empty() {
             cmd.args(["--groups", &groups.join(",")]);
         }
@@ -47,7 +53,11 @@ impl TestGroup {
         super::run_ok(Command::new("groupadd").args(["--system", &name]));
         let out = super::run_ok(Command::new("getent").args(["group", &name]));
         let line = String::from_utf8(out).expect("getent output");
-        let gid = line.split(':').nth(2).and_then(|g| g.trim().parse().ok()).expect("gid");
+        let gid = line
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.trim().parse().ok())
+            .expect("gid");
         TestGroup { name, gid }
     }
 }
@@ -60,5 +70,9 @@ impl Drop for TestGroup {
 
 fn id_of(name: &str, flag: &str) -> u32 {
     let out = super::run_ok(Command::new("id").args([flag, name]));
-    String::from_utf8(out).expect("id output").trim().parse().expect("numeric id")
+    String::from_utf8(out)
+        .expect("id output")
+        .trim()
+        .parse()
+        .expect("numeric id")
 }
