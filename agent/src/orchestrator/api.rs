@@ -30,6 +30,8 @@ pub type Resp = Response<Full<Bytes>>;
 /// An HTTP error with a stable kind.
 #[derive(Debug)]
 pub struct ApiError {
+    /// For 405: the method to use (sent as `Allow`).
+    pub allow: Option<&'static str>,
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
@@ -38,6 +40,7 @@ pub struct ApiError {
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         ApiError {
+            allow: None,
             status,
             kind,
             message: message.into(),
@@ -84,6 +87,10 @@ pub fn error_response(e: &ApiError) -> Resp {
         e.status,
         &json!({"protocolVersion": PROTOCOL_VERSION, "error": {"message": one_line(&e.message), "kind": e.kind}}),
     );
+    if let Some(allow) = e.allow {
+        r.headers_mut()
+            .insert("allow", hyper::header::HeaderValue::from_static(allow));
+    }
     if e.status == StatusCode::TOO_MANY_REQUESTS {
         r.headers_mut()
             .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
@@ -161,11 +168,13 @@ pub async fn handle_unix(
 }
 
 fn method_not_allowed(allow: &'static str) -> ApiError {
-    ApiError::new(
+    let mut e = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("method not allowed; use {allow}"),
-    )
+    );
+    e.allow = Some(allow);
+    e
 }
 
 async fn route_unix(

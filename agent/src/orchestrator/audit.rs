@@ -42,7 +42,24 @@ pub fn record(
     st.execute(rusqlite::params![
         now, job_id, who.uid, who.name, action, outcome, message, attempt
     ])?;
-    if outcome == "ok" {
+    let refusal = matches!(
+        outcome,
+        "denied"
+            | "quota"
+            | "stale_lease"
+            | "malformed"
+            | "unknown"
+            | "expired"
+            | "reused"
+            | "job_not_running"
+            | "clock_skew"
+            | "unknown_key"
+            | "bad_signature"
+            | "replay"
+            | "error"
+            | "missing"
+    );
+    if !refusal {
         tracing::debug!(event = "orchestrator.audit", action, outcome, actor = who.name, actor_uid = ?who.uid, job = ?job_id, "{message}");
     } else {
         tracing::warn!(event = "orchestrator.audit", action, outcome, actor = who.name, actor_uid = ?who.uid, job = ?job_id, "{message}");

@@ -195,13 +195,13 @@ fn serve(s: config::Settings) -> anyhow::Result<ExitCode> {
             image,
             server_type,
             location,
-        } => cattle::Backend::Hcloud(cattle::hcloud::Hcloud::new(
+        } => cattle::Backend::Hcloud(Box::new(cattle::hcloud::Hcloud::new(
             api_url.clone(),
             token_file.clone(),
             image.clone(),
             server_type.clone(),
             location.clone(),
-        )?),
+        )?)),
     };
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };

@@ -679,6 +679,99 @@ pub fn prune(
     Ok(n)
 }
 
+/// Daemon-side completion of a running job (cattle results arrive through the signed VM API,
+/// not through a worker lease). Returns false when the job is no longer running.
+pub fn complete_internal(
+    conn: &Connection,
+    job_id: &str,
+    result_json: &str,
+    who: Who<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = 'done', result_json = ?2, updated_at = ?3, lease_until = NULL, \
+             lease_token = lease_token + 1, last_error = NULL WHERE job_id = ?1 AND status = 'running'",
+        )?
+        .execute(params![job_id, result_json, now])?;
+    if n == 1 {
+        audit::record(conn, now, Some(job_id), who, "complete", "ok", "", None)?;
+    }
+    Ok(n == 1)
+}
+
+/// Daemon-side failure of a running job; `retry` re-queues it after a backoff while attempts remain.
+pub fn fail_internal(
+    conn: &Connection,
+    job_id: &str,
+    error: &str,
+    retry: bool,
+    backoff: (i64, i64),
+    who: Who<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let Some(job) = load(conn, job_id)? else {
+        return Ok(false);
+    };
+    if job.status != "running" {
+        return Ok(false);
+    }
+    if retry && job.attempt < job.max_attempts {
+        let run_at = now + backoff_ms(job.attempt, backoff.0, backoff.1);
+        conn.prepare_cached(
+            "UPDATE jobs SET status = 'queued', run_at = ?2, updated_at = ?3, lease_until = NULL, \
+             lease_token = lease_token + 1, locked_by = NULL, locked_by_uid = NULL, last_error = ?4 WHERE job_id = ?1",
+        )?
+        .execute(params![job_id, run_at, now, error])?;
+        audit::record(
+            conn,
+            now,
+            Some(job_id),
+            who,
+            "fail",
+            "retry",
+            error,
+            Some(job.attempt),
+        )?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE jobs SET status = 'failed', updated_at = ?2, lease_until = NULL, \
+             lease_token = lease_token + 1, last_error = ?3 WHERE job_id = ?1",
+        )?
+        .execute(params![job_id, now, error])?;
+        audit::record(
+            conn,
+            now,
+            Some(job_id),
+            who,
+            "fail",
+            "dead",
+            error,
+            Some(job.attempt),
+        )?;
+    }
+    Ok(true)
+}
+
+/// Extends the lease of a running job the daemon holds (cattle jobs live as long as their VM).
+pub fn extend_internal(
+    conn: &Connection,
+    job_id: &str,
+    lease_until: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE jobs SET lease_until = ?2, updated_at = ?3 WHERE job_id = ?1 AND status = 'running'")?
+        .execute(params![job_id, lease_until, now])?;
+    Ok(())
+}
+
+/// Counts of jobs by status (metrics).
+pub fn counts(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT status, count(*) FROM jobs GROUP BY status")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -871,97 +964,4 @@ mod tests {
             .unwrap();
         assert_eq!(st, "failed");
     }
-}
-
-/// Daemon-side completion of a running job (cattle results arrive through the signed VM API,
-/// not through a worker lease). Returns false when the job is no longer running.
-pub fn complete_internal(
-    conn: &Connection,
-    job_id: &str,
-    result_json: &str,
-    who: Who<'_>,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE jobs SET status = 'done', result_json = ?2, updated_at = ?3, lease_until = NULL, \
-             lease_token = lease_token + 1, last_error = NULL WHERE job_id = ?1 AND status = 'running'",
-        )?
-        .execute(params![job_id, result_json, now])?;
-    if n == 1 {
-        audit::record(conn, now, Some(job_id), who, "complete", "ok", "", None)?;
-    }
-    Ok(n == 1)
-}
-
-/// Daemon-side failure of a running job; `retry` re-queues it after a backoff while attempts remain.
-pub fn fail_internal(
-    conn: &Connection,
-    job_id: &str,
-    error: &str,
-    retry: bool,
-    backoff: (i64, i64),
-    who: Who<'_>,
-    now: i64,
-) -> Result<bool, StoreError> {
-    let Some(job) = load(conn, job_id)? else {
-        return Ok(false);
-    };
-    if job.status != "running" {
-        return Ok(false);
-    }
-    if retry && job.attempt < job.max_attempts {
-        let run_at = now + backoff_ms(job.attempt, backoff.0, backoff.1);
-        conn.prepare_cached(
-            "UPDATE jobs SET status = 'queued', run_at = ?2, updated_at = ?3, lease_until = NULL, \
-             lease_token = lease_token + 1, locked_by = NULL, locked_by_uid = NULL, last_error = ?4 WHERE job_id = ?1",
-        )?
-        .execute(params![job_id, run_at, now, error])?;
-        audit::record(
-            conn,
-            now,
-            Some(job_id),
-            who,
-            "fail",
-            "retry",
-            error,
-            Some(job.attempt),
-        )?;
-    } else {
-        conn.prepare_cached(
-            "UPDATE jobs SET status = 'failed', updated_at = ?2, lease_until = NULL, \
-             lease_token = lease_token + 1, last_error = ?3 WHERE job_id = ?1",
-        )?
-        .execute(params![job_id, now, error])?;
-        audit::record(
-            conn,
-            now,
-            Some(job_id),
-            who,
-            "fail",
-            "dead",
-            error,
-            Some(job.attempt),
-        )?;
-    }
-    Ok(true)
-}
-
-/// Extends the lease of a running job the daemon holds (cattle jobs live as long as their VM).
-pub fn extend_internal(
-    conn: &Connection,
-    job_id: &str,
-    lease_until: i64,
-    now: i64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE jobs SET lease_until = ?2, updated_at = ?3 WHERE job_id = ?1 AND status = 'running'")?
-        .execute(params![job_id, lease_until, now])?;
-    Ok(())
-}
-
-/// Counts of jobs by status (metrics).
-pub fn counts(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut st = conn.prepare_cached("SELECT status, count(*) FROM jobs GROUP BY status")?;
-    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -264,6 +264,7 @@ mod tests {
         (dir, s, master, id, raw)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn check(
         s: &Store,
         master: &SecretBytes,

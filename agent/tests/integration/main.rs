@@ -2,3 +2,4 @@
 //! shared harness lives in `common`. Tests drive the built `clawdlets` binary the way a user would.
 
 mod common;
+mod orchestrator;

@@ -257,7 +257,7 @@ async fn spawn(app: &App, c: &Claimed) -> Result<(), (String, bool)> {
 
 /// Records a VM's final report: completes (or fails) its job, revokes its key, deletes the VM.
 pub async fn finish(
-    app: &App,
+    app: &Arc<App>,
     job_id: &str,
     key_id: &str,
     cattle: &str,
@@ -307,7 +307,10 @@ pub async fn finish(
         })
         .await?;
     if let Some(sid) = server {
-        teardown(app, cattle, &sid).await;
+        // In its own task: the VM may close this very connection when it exits, which would
+        // cancel a teardown running inside the request.
+        let (app, cattle) = (app.clone(), cattle.to_string());
+        tokio::spawn(async move { teardown(&app, &cattle, &sid).await });
     }
     Ok(true)
 }

@@ -117,7 +117,12 @@ impl Local {
     pub async fn delete(&self, id: &str) -> Result<(), CattleError> {
         let vm = self.vms.lock().ok().and_then(|mut v| v.remove(id));
         if let Some(mut vm) = vm {
-            let _ = vm.child.start_kill();
+            // Give a VM that has just reported a moment to exit on its own.
+            let exited =
+                tokio::time::timeout(std::time::Duration::from_secs(3), vm.child.wait()).await;
+            if exited.is_err() {
+                let _ = vm.child.start_kill();
+            }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), vm.child.wait()).await;
             let _ = std::fs::remove_dir_all(&vm.dir);
         }

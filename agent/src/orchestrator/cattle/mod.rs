@@ -258,7 +258,7 @@ pub struct ServerSpec {
 #[derive(Debug)]
 pub enum Backend {
     Local(local::Local),
-    Hcloud(hcloud::Hcloud),
+    Hcloud(Box<hcloud::Hcloud>),
 }
 
 impl Backend {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod orchestrator;
 pub mod users;
 
 use std::path::{Path, PathBuf};
