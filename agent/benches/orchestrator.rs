@@ -21,7 +21,12 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { socket: String::new(), redis: None, clients: 16, seconds: 5 };
+    let mut a = Args {
+        socket: String::new(),
+        redis: None,
+        clients: 16,
+        seconds: 5,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         match k.as_str() {
@@ -93,22 +98,41 @@ async fn call(tx: &mut Sender, path: &str, body: Value, s: &mut Samples) -> Opti
 }
 
 async fn orch_client(socket: String, deadline: Instant, id: usize) -> Samples {
-    let stream = tokio::net::UnixStream::connect(&socket).await.expect("connect to orchestrator");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("connect to orchestrator");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::task::spawn_local(conn);
     let mut s = Samples::default();
     let mut i = 0u64;
     while Instant::now() < deadline {
         i += 1;
         let t = Instant::now();
-        let enq = json!({"protocolVersion": 1, "kind": "bench.cycle", "payload": {"client": id, "i": i}});
-        if call(&mut tx, "/v1/jobs/enqueue", enq, &mut s).await.is_none() {
+        let enq =
+            json!({"protocolVersion": 1, "kind": "bench.cycle", "payload": {"client": id, "i": i}});
+        if call(&mut tx, "/v1/jobs/enqueue", enq, &mut s)
+            .await
+            .is_none()
+        {
             continue;
         }
         let mut done = false;
         for _ in 0..10 {
-            let Some(v) = call(&mut tx, "/v1/jobs/claim", json!({"kinds": ["bench.cycle"]}), &mut s).await else { break };
-            let Some(job) = v["jobs"].as_array().and_then(|a| a.first()).cloned() else { continue };
+            let Some(v) = call(
+                &mut tx,
+                "/v1/jobs/claim",
+                json!({"kinds": ["bench.cycle"]}),
+                &mut s,
+            )
+            .await
+            else {
+                break;
+            };
+            let Some(job) = v["jobs"].as_array().and_then(|a| a.first()).cloned() else {
+                continue;
+            };
             let path = format!("/v1/jobs/{}/complete", job["jobId"].as_str().unwrap_or(""));
             let body = json!({"leaseToken": job["leaseToken"], "result": {"ok": true}});
             done = call(&mut tx, &path, body, &mut s).await.is_some();
@@ -124,7 +148,10 @@ async fn orch_client(socket: String, deadline: Instant, id: usize) -> Samples {
 
 async fn redis_client(url: String, deadline: Instant, id: usize) -> Samples {
     let client = redis::Client::open(url).expect("redis url");
-    let mut con = client.get_multiplexed_async_connection().await.expect("connect to redis");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis");
     let consumer = format!("c{id}");
     let mut s = Samples::default();
     let mut i = 0u64;
@@ -132,8 +159,13 @@ async fn redis_client(url: String, deadline: Instant, id: usize) -> Samples {
         i += 1;
         let t = Instant::now();
         let payload = json!({"client": id, "i": i}).to_string();
-        let r: redis::RedisResult<String> =
-            redis::cmd("XADD").arg("bench").arg("*").arg("payload").arg(&payload).query_async(&mut con).await;
+        let r: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg("bench")
+            .arg("*")
+            .arg("payload")
+            .arg(&payload)
+            .query_async(&mut con)
+            .await;
         s.request_us.push(t.elapsed().as_micros() as u32);
         if r.is_err() {
             s.errors += 1;
@@ -157,8 +189,12 @@ async fn redis_client(url: String, deadline: Instant, id: usize) -> Samples {
             continue;
         };
         let t3 = Instant::now();
-        let r: redis::RedisResult<i64> =
-            redis::cmd("XACK").arg("bench").arg("g").arg(&msg_id).query_async(&mut con).await;
+        let r: redis::RedisResult<i64> = redis::cmd("XACK")
+            .arg("bench")
+            .arg("g")
+            .arg(&msg_id)
+            .query_async(&mut con)
+            .await;
         s.request_us.push(t3.elapsed().as_micros() as u32);
         if r == Ok(1) {
             s.cycles += 1;
@@ -201,7 +237,9 @@ where
     let start = Instant::now();
     let deadline = start + Duration::from_secs(seconds);
     let set = tokio::task::LocalSet::new();
-    let handles: Vec<_> = (0..clients).map(|i| set.spawn_local(f(deadline, i))).collect();
+    let handles: Vec<_> = (0..clients)
+        .map(|i| set.spawn_local(f(deadline, i)))
+        .collect();
     let mut all = Samples::default();
     set.run_until(async {
         for h in handles {
@@ -225,19 +263,36 @@ fn main() {
         return;
     }
     // One client thread for all clients; the servers get the rest of the machine.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let socket = a.socket.clone();
-        let (el, s) = run_all(a.clients, a.seconds, |d, i| orch_client(socket.clone(), d, i)).await;
+        let (el, s) = run_all(a.clients, a.seconds, |d, i| {
+            orch_client(socket.clone(), d, i)
+        })
+        .await;
         report("clawdlets-orchestrator", a.clients, el, s);
         if let Some(url) = &a.redis {
             let client = redis::Client::open(url.as_str()).expect("redis url");
-            let mut con = client.get_multiplexed_async_connection().await.expect("connect to redis");
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg("bench").query_async(&mut con).await;
+            let mut con = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to redis");
             let _: redis::RedisResult<()> =
-                redis::cmd("XGROUP").arg("CREATE").arg("bench").arg("g").arg("$").arg("MKSTREAM").query_async(&mut con).await;
+                redis::cmd("DEL").arg("bench").query_async(&mut con).await;
+            let _: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg("bench")
+                .arg("g")
+                .arg("$")
+                .arg("MKSTREAM")
+                .query_async(&mut con)
+                .await;
             let url = url.clone();
-            let (el, s) = run_all(a.clients, a.seconds, |d, i| redis_client(url.clone(), d, i)).await;
+            let (el, s) =
+                run_all(a.clients, a.seconds, |d, i| redis_client(url.clone(), d, i)).await;
             report("redis-streams", a.clients, el, s);
         }
     });

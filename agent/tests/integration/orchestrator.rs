@@ -999,35 +999,65 @@ fn orchestrator_jobs_cli_prints_json_with_documented_exit_codes() {
     let d = Daemon::start(&bots.name, json!({}), false);
     let jobs = |u: &TestUser, args: &[&str]| {
         let mut cmd = Command::new("setpriv");
-        cmd.args([&format!("--reuid={}", u.uid), &format!("--regid={}", u.gid), "--init-groups", "--"])
-            .arg(common::bin())
-            .arg("jobs")
-            .arg("--socket")
-            .arg(&d.socket)
-            .args(args)
-            .env_remove("CLF_ORCHESTRATOR_SOCKET");
+        cmd.args([
+            &format!("--reuid={}", u.uid),
+            &format!("--regid={}", u.gid),
+            "--init-groups",
+            "--",
+        ])
+        .arg(common::bin())
+        .arg("jobs")
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .env_remove("CLF_ORCHESTRATOR_SOCKET");
         let out = cmd.output().unwrap();
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out.status.code(), v)
     };
-    let (code, v) = jobs(&a, &["enqueue", "--kind", "test.cli", "--payload", "{\"x\":1}", "--idempotency-key", "cli-1"]);
+    let (code, v) = jobs(
+        &a,
+        &[
+            "enqueue",
+            "--kind",
+            "test.cli",
+            "--payload",
+            "{\"x\":1}",
+            "--idempotency-key",
+            "cli-1",
+        ],
+    );
     assert_eq!(code, Some(0), "{v}");
     let id = v["jobId"].as_str().unwrap().to_string();
     let (code, v) = jobs(&a, &["show", &id]);
-    assert_eq!((code, v["job"]["payload"]["x"].as_i64()), (Some(0), Some(1)));
+    assert_eq!(
+        (code, v["job"]["payload"]["x"].as_i64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(v["job"]["requester"], a.name.as_str());
     let (code, v) = jobs(&a, &["list", "--status", "queued"]);
-    assert_eq!((code, v["jobs"].as_array().map(Vec::len)), (Some(0), Some(1)));
+    assert_eq!(
+        (code, v["jobs"].as_array().map(Vec::len)),
+        (Some(0), Some(1))
+    );
     let (code, v) = jobs(&b, &["show", &id]);
     assert_eq!(code, Some(1), "another bot's job is refused: {v}");
     assert_eq!(v["error"]["kind"], "not_found");
     let (code, _) = jobs(&b, &["cancel", &id]);
     assert_eq!(code, Some(1));
     let (code, v) = jobs(&a, &["cancel", &id]);
-    assert_eq!((code, v["job"]["status"].as_str()), (Some(0), Some("canceled")));
+    assert_eq!(
+        (code, v["job"]["status"].as_str()),
+        (Some(0), Some("canceled"))
+    );
     let (code, _) = jobs(&a, &["enqueue", "--kind", "x", "--payload", "not json"]);
     assert_eq!(code, Some(2));
-    let out = common::run(common::clawdlets(d.root.path()).args(["jobs", "--socket", "/nonexistent/sock", "list"]));
+    let out = common::run(common::clawdlets(d.root.path()).args([
+        "jobs",
+        "--socket",
+        "/nonexistent/sock",
+        "list",
+    ]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"));
 }

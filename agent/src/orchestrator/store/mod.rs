@@ -88,6 +88,9 @@ impl Store {
     pub fn open(path: &Path) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let mut conn = open_connection(path)?;
         schema::migrate(&mut conn)?;
+        // Checkpoints (which fsync) are taken by the writer when it is idle, or every 2 s under
+        // sustained load, instead of inside whichever commit crosses the page threshold.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (tx, rx) = mpsc::channel::<Op>(4096);
         let handle = std::thread::Builder::new()
             .name("clf-sqlite".into())
@@ -164,10 +167,10 @@ fn run_in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT op")?;
+    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
     let out = match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE op")?;
+            conn.prepare_cached("RELEASE op")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
@@ -184,7 +187,26 @@ fn run_in_savepoint<T>(
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
     let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
+    let mut last_checkpoint = std::time::Instant::now();
+    loop {
+        let first = match rx.try_recv() {
+            Ok(op) => op,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if last_checkpoint.elapsed() >= std::time::Duration::from_millis(250) {
+                    checkpoint(&conn);
+                    last_checkpoint = std::time::Instant::now();
+                }
+                match rx.blocking_recv() {
+                    Some(op) => op,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        if last_checkpoint.elapsed() >= std::time::Duration::from_secs(2) {
+            checkpoint(&conn);
+            last_checkpoint = std::time::Instant::now();
+        }
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -221,6 +243,12 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
     }
     // All senders are gone: checkpoint so the WAL is folded back before exit.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(event = "orchestrator.store_error", error = %e, "checkpoint failed");
+    }
 }
 
 fn clone_err(e: &StoreError) -> StoreError {
@@ -262,6 +290,7 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
