@@ -561,11 +561,12 @@ pub fn complete(
     now: i64,
 ) -> Result<JobRow, StoreError> {
     let job = leased(conn, actor, job_id, lease_token, now, "complete")?;
-    conn.prepare_cached(
-        "UPDATE jobs SET status = 'done', result_json = ?2, updated_at = ?3, lease_until = NULL, \
-         lease_token = lease_token + 1, last_error = NULL WHERE job_id = ?1",
-    )?
-    .execute(params![job_id, result_json, now])?;
+    let done = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET status = 'done', result_json = ?2, updated_at = ?3, lease_until = NULL, \
+             lease_token = lease_token + 1, last_error = NULL WHERE job_id = ?1 RETURNING {COLUMNS}"
+        ))?
+        .query_row(params![job_id, result_json, now], row_to_job)?;
     audit::record(
         conn,
         now,
@@ -576,7 +577,7 @@ pub fn complete(
         "",
         Some(job.attempt),
     )?;
-    load(conn, job_id)?.ok_or_else(|| StoreError::NotFound(format!("job '{job_id}'")))
+    Ok(done)
 }
 
 /// Backoff before retry `attempt` (1-based): base·2^(attempt-1), capped.
@@ -655,7 +656,12 @@ pub fn prune(
         "DELETE FROM jobs WHERE status IN ('done','failed','canceled') AND updated_at < ?1",
         [cutoff],
     )?;
-    n += conn.execute("DELETE FROM events WHERE at < ?1", [cutoff])?;
+    // Event ids grow with time: delete the prefix older than the cutoff without a time index.
+    n += conn.execute(
+        "DELETE FROM events WHERE id < coalesce((SELECT id FROM events WHERE at >= ?1 ORDER BY id LIMIT 1), \
+         (SELECT max(id) + 1 FROM events), 0)",
+        [cutoff],
+    )?;
     n += conn.execute("DELETE FROM bootstrap_tokens WHERE expires_at < ?1 OR (used_at IS NOT NULL AND used_at < ?1)", [now - 3_600_000])?;
     n += conn.execute(
         "DELETE FROM nonces WHERE seen_at < ?1",
@@ -963,5 +969,35 @@ mod tests {
             })
             .unwrap();
         assert_eq!(st, "failed");
+    }
+
+    #[test]
+    fn prune_removes_old_finished_jobs_and_events_only() {
+        let (_d, s) = store();
+        let a = bot("a", 1001);
+        let out = s
+            .call_blocking(move |c| {
+                // Start from an empty trail (the migration row carries the real time).
+                c.execute("DELETE FROM events", [])?;
+                let old = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
+                cancel(c, &a, &old, 1_000)?;
+                let live = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
+                let recent = enqueue(c, &a, &new_job(""), 90_000, None)?.job_id;
+                prune(c, 100_000, 50_000, 60_000)?;
+                let events: i64 = c.query_row(
+                    "SELECT count(*) FROM events WHERE job_id IS NOT NULL",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((
+                    load(c, &old)?.is_none(),
+                    load(c, &live)?.is_some(),
+                    load(c, &recent)?.is_some(),
+                    events,
+                ))
+            })
+            .unwrap();
+        // The old canceled job goes; the queued one stays (its old enqueue event is pruned).
+        assert_eq!(out, (true, true, true, 1));
     }
 }

@@ -64,12 +64,15 @@ CREATE INDEX cattle_bootstrap_tokens_by_job_id ON cattle_bootstrap_tokens(job_id
 
 const V3: &str = "CREATE INDEX jobs_by_status_lease_until ON jobs(status, lease_until);";
 
-/// Version 4. Legacy bootstrap tokens were stored as an unsalted hash without purpose binding
+/// Version 4. `jobs_claim` replaces the legacy status/run_at index, and `events` has no time
+/// index (ids grow with time; pruning walks them in order), so each write maintains fewer
+/// indexes. Legacy bootstrap tokens were stored as an unsalted hash without purpose binding
 /// and may have been issued to anyone; they are revoked (dropped) rather than carried over.
 const V4: &str = "
 ALTER TABLE jobs ADD COLUMN requester_uid INTEGER;
 ALTER TABLE jobs ADD COLUMN locked_by_uid INTEGER;
 ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+DROP INDEX jobs_by_status_run_at;
 CREATE INDEX jobs_claim ON jobs(status, priority DESC, run_at);
 CREATE INDEX jobs_by_requester_status ON jobs(requester, status);
 CREATE TABLE events (
@@ -91,7 +94,6 @@ INSERT INTO events (at, job_id, actor_uid, actor, action, outcome, message, atte
 DROP TABLE job_events;
 DROP TABLE cattle_bootstrap_tokens;
 CREATE INDEX events_by_job ON events(job_id, at);
-CREATE INDEX events_by_at ON events(at);
 CREATE TABLE bootstrap_tokens (
   token_hash TEXT PRIMARY KEY,
   token_id TEXT NOT NULL UNIQUE,
