@@ -14,7 +14,7 @@ ORCH_KEYS=()
 if [ -d "$ORCH_SECRETS" ]; then
   while IFS= read -r f; do
     ORCH_KEYS+=("$(printf '%s' "$f" | tr '[:lower:]' '[:upper:]')")
-  done < <(find "$ORCH_SECRETS" -maxdepth 1 -type f -printf '%f\n' 2>/dev/null | grep -E '^[a-z_][a-z0-9_]*$' | sort | head -2)
+  done < <(find "$ORCH_SECRETS/" -maxdepth 1 -xtype f -readable -printf '%f\n' 2>/dev/null | grep -E '^[a-z_][a-z0-9_]*$' | sort | head -2)
 fi
 if [ ${#ORCH_KEYS[@]} -eq 0 ]; then
   ORCH_SECRETS="$ORCH_DIR/secrets"
