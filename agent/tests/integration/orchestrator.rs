@@ -1061,3 +1061,62 @@ fn orchestrator_jobs_cli_prints_json_with_documented_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hint:"));
 }
+
+#[test]
+fn orchestrator_accepts_a_socket_activated_listener() {
+    if !ready("orchestrator_accepts_a_socket_activated_listener")
+        || !require_tool(
+            "orchestrator_accepts_a_socket_activated_listener",
+            "systemd-socket-activate",
+        )
+    {
+        return;
+    }
+    let root = common::tempdir();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = root.path().join("orch.sock");
+    let log = std::fs::File::create(root.path().join("log")).unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(common::bin())
+        .args([
+            "-v",
+            "--log-format",
+            "text",
+            "orchestrator",
+            "serve",
+            "--group",
+            "root",
+            "--socket",
+        ])
+        .arg(&socket)
+        .arg("--state")
+        .arg(root.path().join("state/s.sqlite"))
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "socket-activate did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first connection starts the daemon, which serves on the inherited socket.
+    let (st, v) = http(&socket, "GET", "/healthz", None);
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = http(
+        &socket,
+        "POST",
+        "/v1/jobs/enqueue",
+        Some(b"{\"protocolVersion\":1,\"kind\":\"sa\"}"),
+    );
+    assert_eq!(st, 200);
+    let text = std::fs::read_to_string(root.path().join("log")).unwrap();
+    assert!(text.contains("socket-activated"), "{text}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
