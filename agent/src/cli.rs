@@ -41,6 +41,10 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The bots' control plane daemon (unix socket + SQLite) and its cattle agent.
+    Orchestrator(crate::orchestrator::OrchestratorArgs),
+    /// Enqueue, list, show and cancel orchestrator jobs (the bots' client; JSON output).
+    Jobs(crate::jobs::JobsArgs),
 }
 
 impl Command {
@@ -68,5 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::Success)
         }
+        Command::Orchestrator(args) => crate::orchestrator::run(args),
+        Command::Jobs(args) => crate::jobs::run(args),
     }
 }

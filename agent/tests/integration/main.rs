@@ -10,3 +10,4 @@ mod sops;
 mod sops_stores;
 mod verify;
 mod egress;
+mod orchestrator;

@@ -9,6 +9,7 @@ pub mod probe;
 pub mod sops;
 pub mod nsdns;
 pub mod sops_fixtures;
+pub mod orchestrator;
 pub mod users;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,43 @@
+//! Timers: re-queue expired leases every few seconds, prune old rows, reap expired cattle, and
+//! ping the systemd watchdog. Each tick is one store call; a failing tick is logged and retried
+//! on the next one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{App, cattle, notify, queue};
+
+pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut leases = tokio::time::interval(Duration::from_secs(5));
+    let mut prune = tokio::time::interval(app.settings.prune_interval);
+    let mut reap = tokio::time::interval(app.settings.reap_interval);
+    let mut watchdog =
+        tokio::time::interval(notify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
+    let watchdog_on = notify::watchdog_interval().is_some();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = leases.tick() => {
+                let now = app.clock.now_ms();
+                match app.store.call(move |c| queue::expire_leases(c, now)).await {
+                    Ok(n) if n > 0 => tracing::info!(event = "orchestrator.leases_expired", count = n, "expired leases handled"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(event = "orchestrator.schedule_error", task = "leases", error = %e, "lease sweep failed"),
+                }
+            }
+            _ = prune.tick() => {
+                let now = app.clock.now_ms();
+                let (ret, nonce) = (app.settings.retention_ms, app.settings.vm_auth.nonce_ttl_ms);
+                if let Err(e) = app.store.call(move |c| queue::prune(c, now, ret, nonce)).await {
+                    tracing::error!(event = "orchestrator.schedule_error", task = "prune", error = %e, "prune failed");
+                }
+            }
+            _ = reap.tick() => {
+                if let Err(e) = cattle::handler::reap(&app, false).await {
+                    tracing::error!(event = "orchestrator.schedule_error", task = "reap", error = %e, "reap failed");
+                }
+            }
+            _ = watchdog.tick(), if watchdog_on => notify::watchdog(),
+        }
+    }
+}

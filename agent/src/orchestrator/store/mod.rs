@@ -1,0 +1,384 @@
+//! The SQLite state store: opening (private file and directory, WAL, busy timeout, migrations)
+//! and the single writer thread with group commit. Callers submit closures; the writer drains
+//! its channel, runs many closures in one transaction (each inside its own savepoint, so one
+//! failing request never undoes another), commits once, and only then answers each caller. So an
+//! acknowledged request is committed. SQLite never runs on a tokio worker thread.
+//! This module knows nothing about HTTP or job semantics (see `queue`, `tokens`, `vmauth`).
+
+pub mod schema;
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+/// Errors from the store and from the operations run inside it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The job (or token, key) does not exist or is not visible to the caller.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state (wrong status, lost lease).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A quota would be exceeded.
+    #[error("{0}")]
+    Quota(String),
+    /// The request is malformed in a way only the store can see.
+    #[error("{0}")]
+    Invalid(String),
+    /// The disk (or the database's size limit) is full; nothing was written.
+    #[error("storage is full; the request was not stored")]
+    Full,
+    /// The database cannot be used (I/O error, corruption, shutdown).
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Stable machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::NotFound(_) => "not_found",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Forbidden(_) => "forbidden",
+            StoreError::Quota(_) => "quota",
+            StoreError::Invalid(_) => "invalid",
+            StoreError::Full => "storage_full",
+            StoreError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Full,
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A request: run with `Some(conn)` inside the open transaction, or with `None` to fail it unrun.
+type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+/// Cheap handle to the writer thread.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Op>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Most requests one transaction carries. Bounds the latency a batch adds to its first request.
+const MAX_BATCH: usize = 512;
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and starts the writer thread.
+    pub fn open(path: &Path) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+        let mut conn = open_connection(path)?;
+        schema::migrate(&mut conn)?;
+        // Checkpoints (which fsync) are taken by the writer when it is idle, or every 2 s under
+        // sustained load, instead of inside whichever commit crosses the page threshold.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (tx, rx) = mpsc::channel::<Op>(4096);
+        let handle = std::thread::Builder::new()
+            .name("clf-sqlite".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok((
+            Store {
+                tx,
+                path: path.to_path_buf(),
+            },
+            handle,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread inside a transaction and returns its value once committed.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
+        let op: Op = Box::new(move |conn: Option<&Connection>| {
+            let out = match conn {
+                Some(conn) => run_in_savepoint(conn, f),
+                None => Err(StoreError::Unavailable(
+                    "transaction could not begin".into(),
+                )),
+            };
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = reply_tx.send(commit.and(out));
+            })
+        });
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?;
+        reply_rx
+            .await
+            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?
+    }
+
+    /// Blocking variant for threads outside the runtime (tests, the CLI's `--check` paths).
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
+        let op: Op = Box::new(move |conn: Option<&Connection>| {
+            let out = match conn {
+                Some(conn) => run_in_savepoint(conn, f),
+                None => Err(StoreError::Unavailable(
+                    "transaction could not begin".into(),
+                )),
+            };
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = reply_tx.send(commit.and(out));
+            })
+        });
+        self.tx
+            .blocking_send(op)
+            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?;
+        reply_rx
+            .blocking_recv()
+            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?
+    }
+}
+
+fn run_in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
+    let out = match f(conn) {
+        Ok(v) => {
+            conn.prepare_cached("RELEASE op")?.execute([])?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Undo only this request's writes; the rest of the batch stays.
+            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+            Err(e)
+        }
+    };
+    // Refusals are audited even though the refused operation was rolled back.
+    crate::orchestrator::audit::flush(conn)?;
+    out
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
+    let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+    let mut last_checkpoint = std::time::Instant::now();
+    loop {
+        let first = match rx.try_recv() {
+            Ok(op) => op,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if last_checkpoint.elapsed() >= std::time::Duration::from_millis(250) {
+                    checkpoint(&conn);
+                    last_checkpoint = std::time::Instant::now();
+                }
+                match rx.blocking_recv() {
+                    Some(op) => op,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
+        if last_checkpoint.elapsed() >= std::time::Duration::from_secs(2) {
+            checkpoint(&conn);
+            last_checkpoint = std::time::Instant::now();
+        }
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let begun = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from);
+        if let Err(e) = begun {
+            tracing::error!(event = "orchestrator.store_error", error = %e, "cannot begin transaction");
+            for op in batch.drain(..) {
+                // Not run; its caller sees the error through the reply.
+                let reply = op(None);
+                reply(Err(clone_err(&e)));
+            }
+            continue;
+        }
+        for op in batch.drain(..) {
+            replies.push(op(Some(&conn)));
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(e) = &committed {
+            tracing::error!(event = "orchestrator.store_error", error = %e, "commit failed; batch rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies.drain(..) {
+            reply(match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(clone_err(e)),
+            });
+        }
+    }
+    // All senders are gone: checkpoint so the WAL is folded back before exit.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(event = "orchestrator.store_error", error = %e, "checkpoint failed");
+    }
+}
+
+fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Full => StoreError::Full,
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// Makes the state directory private (0700) and the database file 0600 before SQLite touches
+/// it, then opens it with WAL, NORMAL sync (durable across a process crash; a power loss may
+/// drop the last few hundred milliseconds), a busy timeout and foreign keys.
+pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let dir = path.parent().ok_or_else(|| {
+        StoreError::Unavailable(format!("'{}' has no parent directory", path.display()))
+    })?;
+    prepare_private_dir(dir)?;
+    let io = |e: std::io::Error| StoreError::Unavailable(format!("'{}': {e}", path.display()));
+    // Create the file with its final mode before any byte is written.
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if meta.mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    drop(f);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+fn prepare_private_dir(dir: &Path) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| StoreError::Unavailable(format!("'{}': {e}", dir.display()));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+    if !meta.is_dir() {
+        return Err(StoreError::Unavailable(format!(
+            "'{}' is not a directory",
+            dir.display()
+        )));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(StoreError::Unavailable(format!(
+            "state directory '{}' is owned by uid {}, not by us (uid {me})",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        tracing::warn!(event = "orchestrator.state_dir_tightened", dir = %dir.display(), "state directory was not private; set to 0700");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_is_private_and_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state/db.sqlite");
+        let (store, _h) = Store::open(&state).unwrap();
+        let v: i64 = store
+            .call_blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(v, schema::CURRENT);
+        let m = std::fs::metadata(&state).unwrap().mode() & 0o777;
+        assert_eq!(m, 0o600);
+        let m = std::fs::metadata(state.parent().unwrap()).unwrap().mode() & 0o777;
+        assert_eq!(m, 0o700);
+    }
+
+    #[test]
+    fn a_failing_op_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _h) = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        store
+            .call_blocking(|c| {
+                c.execute_batch("CREATE TABLE t (x INTEGER)")?;
+                Ok(())
+            })
+            .unwrap();
+        let r: Result<(), StoreError> = store.call_blocking(|c| {
+            c.execute("INSERT INTO t VALUES (1)", [])?;
+            Err(StoreError::Conflict("no".into()))
+        });
+        assert!(r.is_err());
+        store
+            .call_blocking(|c| Ok(c.execute("INSERT INTO t VALUES (2)", []).map(|_| ())?))
+            .unwrap();
+        let n: i64 = store
+            .call_blocking(|c| Ok(c.query_row("SELECT sum(x) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db.sqlite");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch("PRAGMA user_version = 99").unwrap();
+        }
+        let err = Store::open(&p).unwrap_err();
+        assert!(err.to_string().contains("newer"));
+    }
+}
