@@ -32,6 +32,10 @@ pub enum Command {
     /// in the operator repo.
     #[command(subcommand)]
     Secrets(crate::secrets::SecretsCmd),
+    /// The bots' control plane daemon (unix socket + SQLite) and its cattle agent.
+    Orchestrator(crate::orchestrator::OrchestratorArgs),
+    /// Enqueue, list, show and cancel orchestrator jobs (the bots' client; JSON output).
+    Jobs(crate::jobs::JobsArgs),
     /// Loopback HTTP(S) proxy that lets bots reach only allowlisted domains.
     EgressProxy(crate::egress::EgressArgs),
     /// Hardening checks of this host, or of a remote host's SSH exposure (--remote).
@@ -41,17 +45,20 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// The bots' control plane daemon (unix socket + SQLite) and its cattle agent.
-    Orchestrator(crate::orchestrator::OrchestratorArgs),
-    /// Enqueue, list, show and cancel orchestrator jobs (the bots' client; JSON output).
-    Jobs(crate::jobs::JobsArgs),
 }
 
 impl Command {
     /// Long-running daemons log at info by default: their per-request decision and audit lines
     /// are the record operators rely on. One-shot commands stay quiet unless asked (`-v`).
     pub fn default_verbosity(&self) -> u8 {
-        u8::from(matches!(self, Command::EgressProxy(_)))
+        let daemon = match self {
+            Command::EgressProxy(_) => true,
+            Command::Orchestrator(args) => {
+                matches!(args.command, crate::orchestrator::OrchestratorCommand::Serve(_))
+            }
+            _ => false,
+        };
+        u8::from(daemon)
     }
 }
 
@@ -60,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sops(cmd) => crate::sops::run(*cmd),
         Command::Secrets(cmd) => crate::secrets::run(cmd),
+        Command::Orchestrator(args) => crate::orchestrator::run(args),
+        Command::Jobs(args) => crate::jobs::run(args),
         Command::EgressProxy(args) => crate::egress::run(args),
         Command::Verify(args) => crate::verify::run(args),
         Command::Completions { shell } => {
@@ -72,7 +81,5 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::Success)
         }
-        Command::Orchestrator(args) => crate::orchestrator::run(args),
-        Command::Jobs(args) => crate::jobs::run(args),
     }
 }
