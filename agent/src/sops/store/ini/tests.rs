@@ -77,3 +77,44 @@ fn nested_values_are_refused() {
             .is_err()
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn iniish() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "[", "]", "a", "k", "=", ":", " ", "\n", "#", ";", "\"", "\"\"\"", "`", "\\", "\\\n",
+            "'", "é", "\t", "\r\n", "-", "sops",
+        ]);
+        prop::collection::vec(piece, 0..60).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = IniStore.load_plain(&bytes);
+            let _ = IniStore.load_encrypted(&bytes);
+        }
+
+        /// Whatever parses serializes, and (go-ini escapes nothing, so values with backslashes
+        /// or quote characters are not stable in go-ini either) our output is a fixed point of
+        /// our own parser.
+        #[test]
+        fn parsed_files_are_stable(text in iniish()) {
+            if let Ok(tree) = IniStore.load_plain(text.as_bytes()) {
+                let out = IniStore.emit_plain(&tree);
+                let text_out = out.as_ref().map(|o| String::from_utf8_lossy(o).to_string()).unwrap_or_default();
+                if let Ok(out) = out
+                    && !text_out.contains(['\\', '`', '"', '\''])
+                {
+                    let back = IniStore.load_plain(&out).expect("our output parses");
+                    let out2 = IniStore.emit_plain(&back).expect("emit");
+                    prop_assert_eq!(String::from_utf8_lossy(&out2), String::from_utf8_lossy(&out));
+                }
+            }
+        }
+    }
+}

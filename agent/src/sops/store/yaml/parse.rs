@@ -24,7 +24,7 @@ use crate::sops::tree::{Map, MapItem, Value};
 /// Deepest nesting accepted (maps and lists).
 pub(crate) const MAX_DEPTH: usize = 256;
 /// Most values (after alias expansion) a file may produce.
-pub(crate) const MAX_NODES: usize = 4_000_000;
+pub(crate) const MAX_NODES: usize = 1_000_000;
 
 fn perr(detail: impl Into<String>) -> SopsError {
     SopsError::parse("yaml", detail)
@@ -77,7 +77,8 @@ struct Builder<'a> {
     line_starts: Vec<usize>,
     comments: Vec<Comment>,
     next_comment: usize,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their size in values (checked before an alias copies one).
+    anchors: HashMap<usize, (Value, usize)>,
     nodes: usize,
     frames: Vec<Frame>,
     held: Vec<Comment>,
@@ -537,8 +538,17 @@ impl Builder<'_> {
                         self.dash_col(pos).unwrap_or(col)
                     };
                     let flow = matches!(self.src.as_bytes().get(pos), Some(b'[' | b'{'));
+                    // Comments before a collection that is a map value go inside it; before a
+                    // list item they are items of the list (sops reads them as the item's head).
+                    let opening = matches!(
+                        self.frames.last(),
+                        None | Some(Frame {
+                            kind: FrameKind::Map { key: Some(_), .. },
+                            ..
+                        })
+                    );
                     self.held.clear();
-                    self.flush_comments(pos, true);
+                    self.flush_comments(pos, opening);
                     let held = std::mem::take(&mut self.held);
                     self.frames.push(Frame {
                         kind: if is_map {
@@ -572,7 +582,8 @@ impl Builder<'_> {
                         FrameKind::Seq { entries } => Value::List(entries),
                     };
                     if f.anchor != 0 {
-                        self.anchors.insert(f.anchor, value.clone());
+                        self.anchors
+                            .insert(f.anchor, (value.clone(), value_size(&value)));
                     }
                     if self.frames.is_empty() {
                         match value {
@@ -617,17 +628,23 @@ impl Builder<'_> {
                         ))
                     })?;
                     if *anchor != 0 {
-                        self.anchors.insert(*anchor, value.clone());
+                        self.anchors.insert(*anchor, (value.clone(), 1));
                     }
                     self.last_content_line = last_line(span);
                     self.add_value(value, line, line, false)?;
                 }
                 PEvent::Alias(id) => {
                     self.flush_comments(pos, false);
-                    let value = self.anchors.get(id).cloned().ok_or_else(|| {
+                    let size = self.anchors.get(id).map(|a| a.1).ok_or_else(|| {
                         perr(format!("line {line}: unknown alias at {}", self.path()))
                     })?;
-                    self.count_node(value_size(&value))?;
+                    // Count before copying, so an alias bomb fails before it allocates.
+                    self.count_node(size)?;
+                    let value = self
+                        .anchors
+                        .get(id)
+                        .map(|a| a.0.clone())
+                        .unwrap_or(Value::Null);
                     if self.frames.is_empty() {
                         return Err(perr(format!(
                             "line {line}: the top level of a document must be a mapping"
@@ -648,6 +665,12 @@ impl Builder<'_> {
     /// `pos`, if there is one.
     fn dash_col(&self, pos: usize) -> Option<usize> {
         let b = self.src.as_bytes();
+        // saphyr starts a sequence that is itself a list item (`- - x`) at its own dash.
+        if b.get(pos) == Some(&b'-')
+            && matches!(b.get(pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r') | None)
+        {
+            return Some(self.line_col(pos).1);
+        }
         let mut i = pos.min(b.len());
         while i > 0 && matches!(b[i - 1], b' ' | b'\t' | b'\n' | b'\r') {
             i -= 1;
