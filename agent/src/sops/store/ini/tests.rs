@@ -99,20 +99,21 @@ mod properties {
             let _ = IniStore.load_encrypted(&bytes);
         }
 
-        /// Whatever parses serializes, and (go-ini escapes nothing, so values with backslashes
-        /// or quote characters are not stable in go-ini either) our output is a fixed point of
-        /// our own parser.
+        /// Whatever parses serializes, and after one normalizing pass (go-ini escapes nothing
+        /// and drops comments that are only markers, so some inputs change once, in sops too)
+        /// our output is a fixed point of our own parser.
         #[test]
         fn parsed_files_are_stable(text in iniish()) {
-            if let Ok(tree) = IniStore.load_plain(text.as_bytes()) {
-                let out = IniStore.emit_plain(&tree);
-                let text_out = out.as_ref().map(|o| String::from_utf8_lossy(o).to_string()).unwrap_or_default();
-                if let Ok(out) = out
-                    && !text_out.contains(['\\', '`', '"', '\''])
+            let cycle = |bytes: &[u8]| IniStore.load_plain(bytes).and_then(|t| IniStore.emit_plain(&t));
+            if let Ok(out) = cycle(text.as_bytes()) {
+                let text_out = String::from_utf8_lossy(&out).to_string();
+                if !text_out.contains(['\\', '`', '"', '\''])
+                    // `-` keys become `#1`, `#2`…, which read back as comments (in sops too).
+                    && !text_out.lines().any(|l| l.starts_with('#') && l.contains(" = "))
                 {
-                    let back = IniStore.load_plain(&out).expect("our output parses");
-                    let out2 = IniStore.emit_plain(&back).expect("emit");
-                    prop_assert_eq!(String::from_utf8_lossy(&out2), String::from_utf8_lossy(&out));
+                    let out2 = cycle(&out).expect("our output parses");
+                    let out3 = cycle(&out2).expect("our output parses");
+                    prop_assert_eq!(String::from_utf8_lossy(&out3), String::from_utf8_lossy(&out2));
                 }
             }
         }
