@@ -111,9 +111,12 @@ mod properties {
                     // `-` keys become `#1`, `#2`…, which read back as comments (in sops too).
                     && !text_out.lines().any(|l| l.starts_with('#') && l.contains(" = "))
                 {
-                    let out2 = cycle(&out).expect("our output parses");
-                    let out3 = cycle(&out2).expect("our output parses");
-                    prop_assert_eq!(String::from_utf8_lossy(&out3), String::from_utf8_lossy(&out2));
+                    // go-ini writes keys such as `[` unquoted, which then read as a broken
+                    // section header (sops inherits that), so output may fail to parse.
+                    if let Ok(out2) = cycle(&out) {
+                        let out3 = cycle(&out2).expect("normalized output parses");
+                        prop_assert_eq!(String::from_utf8_lossy(&out3), String::from_utf8_lossy(&out2));
+                    }
                 }
             }
         }

@@ -41,10 +41,22 @@ struct Comment {
     text: String,
     /// Whether content precedes it on its line.
     trailing: bool,
-    /// yaml.v3 made it a foot comment of the preceding value (see `classify_gap`): it stays in
-    /// the innermost collection that held that value whatever its indentation.
-    deep: bool,
+    /// How yaml.v3 attaches it (see `classify_gap`).
+    attach: Attach,
     classified: bool,
+}
+
+/// Where a whole-line comment between two values goes, as yaml.v3's scanner decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// Foot of the value above: stays in the innermost collection that held it, whatever its
+    /// indentation.
+    DeepFoot,
+    /// Foot comment anchored at its own position: the innermost collection, among those that
+    /// end here, whose items are not indented deeper than the comment.
+    Foot,
+    /// Head comment of the next value: goes where that value goes.
+    Head,
 }
 
 enum FrameKind {
@@ -66,6 +78,10 @@ struct Frame {
     lines: Vec<(usize, usize, bool)>,
     /// A `[...]`/`{...}` collection rather than a block one.
     flow: bool,
+    /// Comments at or right of this column that precede the collection's end belong to it. For
+    /// an indentless sequence (`key:` then `- item` at the key's column) that is one past its
+    /// dashes: yaml.v3 gives comments at the dash column to the enclosing mapping.
+    close_col: usize,
     anchor: usize,
     /// Path segment of this frame in its parent (for error messages).
     path: String,
@@ -229,7 +245,7 @@ impl Builder<'_> {
                     col,
                     text: self.src[i + 1..end].to_string(),
                     trailing,
-                    deep: false,
+                    attach: Attach::Head,
                     classified: false,
                 });
                 i = end;
@@ -268,11 +284,14 @@ impl Builder<'_> {
     /// At the end of the innermost collection (whose end marker sits at the next token), takes
     /// the comments before `pos` that are indented at least as deep as its items.
     fn flush_closing(&mut self, pos: usize) {
-        let col = self.frames.last().map_or(0, |f| f.col);
-        self.classify_gap(pos, col);
+        let (indent, col) = self.frames.last().map_or((0, 0), |f| (f.col, f.close_col));
+        self.classify_gap(pos, indent);
         while self.next_comment < self.comments.len() {
             let c = &self.comments[self.next_comment];
-            if c.pos >= pos || (!c.trailing && !c.deep && c.col < col) {
+            let take = c.trailing
+                || c.attach == Attach::DeepFoot
+                || (c.attach == Attach::Foot && c.col >= col);
+            if c.pos >= pos || !take {
                 break;
             }
             let c = c.clone();
@@ -315,10 +334,21 @@ impl Builder<'_> {
         let mut first_empty = true;
         let mut recent_empty = false;
         let mut idx = first;
-        let mark_deep = |comments: &mut Vec<Comment>, block: &mut Vec<usize>, deep: bool| {
-            for &i in block.iter() {
-                comments[i].deep = deep;
+        // Only the first block is tied to the value above; yaml.v3 anchors later foot blocks
+        // at their own position, which the column rule reproduces.
+        let mut first_block = true;
+        let mut mark_deep = |comments: &mut Vec<Comment>, block: &mut Vec<usize>, deep: bool| {
+            if block.is_empty() {
+                return;
             }
+            for &i in block.iter() {
+                comments[i].attach = if deep && first_block {
+                    Attach::DeepFoot
+                } else {
+                    Attach::Foot
+                };
+            }
+            first_block = false;
             block.clear();
         };
         let from = self.last_content_line + 1;
@@ -362,7 +392,9 @@ impl Builder<'_> {
             block.push(idx);
             recent_empty = false;
         }
-        mark_deep(&mut self.comments, &mut block, false);
+        for &i in &block {
+            self.comments[i].attach = Attach::Head;
+        }
         let mut i = first;
         while i < self.comments.len() && self.comments[i].pos < next {
             self.comments[i].classified = true;
@@ -390,6 +422,25 @@ impl Builder<'_> {
             return;
         }
         if c.trailing {
+            // A line comment on the first line of a mapping that is a list item (`- k: v # c`)
+            // is the item's comment: it goes into the list, before the item.
+            let n = self.frames.len();
+            if n >= 2
+                && matches!(self.frames[n - 2].kind, FrameKind::Seq { .. })
+                && let FrameKind::Map { key, .. } = &self.frames[n - 1].kind
+            {
+                let first_line = self.frames[n - 1]
+                    .lines
+                    .first()
+                    .map(|l| l.0)
+                    .or_else(|| key.as_ref().map(|k| k.1));
+                if first_line == Some(c.line)
+                    && let FrameKind::Seq { entries } = &mut self.frames[n - 2].kind
+                {
+                    entries.push(Value::Comment(c.text.clone()));
+                    return;
+                }
+            }
             // The innermost frame that has an item (or a pending key) starting on this line.
             for fi in (0..self.frames.len()).rev() {
                 let f = &mut self.frames[fi];
@@ -492,6 +543,7 @@ impl Builder<'_> {
                             col: 0,
                             lines: Vec::new(),
                             flow: false,
+                            close_col: 0,
                             anchor: 0,
                             path: String::new(),
                         });
@@ -538,6 +590,12 @@ impl Builder<'_> {
                         self.dash_col(pos).unwrap_or(col)
                     };
                     let flow = matches!(self.src.as_bytes().get(pos), Some(b'[' | b'{'));
+                    let indentless = !is_map
+                        && matches!(
+                            self.frames.last(),
+                            Some(Frame { kind: FrameKind::Map { .. }, col: parent, .. }) if *parent == col
+                        );
+                    let close_col = if indentless { col + 1 } else { col };
                     // Comments before a collection that is a map value go inside it; before a
                     // list item they are items of the list (sops reads them as the item's head).
                     let opening = matches!(
@@ -567,6 +625,7 @@ impl Builder<'_> {
                         col,
                         lines: Vec::new(),
                         flow,
+                        close_col,
                         anchor: *anchor,
                         path,
                     });

@@ -502,6 +502,23 @@ mod tree_properties {
 #[test]
 #[ignore = "developer aid"]
 fn dev_round_trip() {
+    if let Ok(dir) = std::env::var("SOPSFMT_DIR") {
+        // Every NAME.yaml in the directory gets a NAME.yaml.ours (or .err) beside it.
+        for entry in std::fs::read_dir(dir).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let out = YamlStore
+                    .load_plain(&std::fs::read(&path).expect("read"))
+                    .and_then(|t| YamlStore.emit_plain(&t));
+                match out {
+                    Ok(o) => std::fs::write(path.with_extension("yaml.ours"), o).expect("write"),
+                    Err(e) => std::fs::write(path.with_extension("yaml.err"), e.to_string())
+                        .expect("write"),
+                }
+            }
+        }
+        return;
+    }
     let Ok(path) = std::env::var("SOPSFMT_FILE") else {
         return;
     };
