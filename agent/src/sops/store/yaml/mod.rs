@@ -310,6 +310,38 @@ fn emit_documents(roots: &[Node]) -> Result<Vec<u8>, SopsError> {
     emit_events(events, INDENT).map_err(emit_err)
 }
 
+/// Indents every line that holds only a flow closer (`}` or `]`, optionally followed by a
+/// comment) deeper than any other line. Returns `None` when there is no such line.
+fn reindent_flow_closers(text: &str) -> Option<String> {
+    let is_closer = |l: &str| {
+        let t = l.trim_start_matches([' ', '\t']);
+        (t.starts_with('}') || t.starts_with(']'))
+            && t[1..]
+                .trim_start_matches([' ', '\t', ',', '}', ']'])
+                .trim_end_matches(['\r'])
+                .is_empty()
+    };
+    if !text.lines().any(is_closer) {
+        return None;
+    }
+    let deepest = text
+        .lines()
+        .map(|l| l.len() - l.trim_start_matches(' ').len())
+        .max()
+        .unwrap_or(0);
+    let pad = " ".repeat(deepest + 1);
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        if is_closer(line.trim_end_matches('\n')) {
+            out.push_str(&pad);
+            out.push_str(line.trim_start_matches([' ', '\t']));
+        } else {
+            out.push_str(line);
+        }
+    }
+    Some(out)
+}
+
 impl YamlStore {
     fn parse(&self, bytes: &[u8]) -> Result<Vec<Map>, SopsError> {
         let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -318,7 +350,16 @@ impl YamlStore {
                 format!("input is not valid UTF-8 (byte offset {})", e.valid_up_to()),
             )
         })?;
-        parse::parse_documents(text)
+        match parse::parse_documents(text) {
+            Err(e) => match reindent_flow_closers(text) {
+                // yaml.v3 (and so sops) writes an empty flow collection with a comment as
+                // `k: {` / `    # c` / `}` with the closer at the key's column, which strict
+                // YAML (saphyr) rejects; yaml.v3 reads it. Retry with such closers indented.
+                Some(fixed) => parse::parse_documents(&fixed).map_err(|_| e),
+                None => Err(e),
+            },
+            ok => ok,
+        }
     }
 }
 

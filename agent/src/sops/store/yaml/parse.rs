@@ -78,6 +78,8 @@ struct Frame {
     lines: Vec<(usize, usize, bool)>,
     /// A `[...]`/`{...}` collection rather than a block one.
     flow: bool,
+    /// How many leading entries are comments that preceded the collection's opening.
+    held: usize,
     /// Comments at or right of this column that precede the collection's end belong to it. For
     /// an indentless sequence (`key:` then `- item` at the key's column) that is one past its
     /// dashes: yaml.v3 gives comments at the dash column to the enclosing mapping.
@@ -154,7 +156,13 @@ impl Builder<'_> {
             .unwrap_or(self.src.len())
     }
 
+    /// 1-based line and 0-based column (in characters) of a byte offset, which is first moved
+    /// back to a character boundary.
     fn line_col(&self, byte: usize) -> (usize, usize) {
+        let mut byte = byte.min(self.src.len());
+        while !self.src.is_char_boundary(byte) {
+            byte -= 1;
+        }
         let line = match self.line_starts.binary_search(&byte) {
             Ok(i) => i,
             Err(i) => i - 1,
@@ -284,7 +292,15 @@ impl Builder<'_> {
     /// At the end of the innermost collection (whose end marker sits at the next token), takes
     /// the comments before `pos` that are indented at least as deep as its items.
     fn flush_closing(&mut self, pos: usize) {
-        let (indent, col) = self.frames.last().map_or((0, 0), |f| (f.col, f.close_col));
+        let (indent, col, flow) = self
+            .frames
+            .last()
+            .map_or((0, 0, false), |f| (f.col, f.close_col, f.flow));
+        if flow {
+            // Everything before a flow collection's closer is inside it.
+            self.flush_comments(pos, false);
+            return;
+        }
         self.classify_gap(pos, indent);
         while self.next_comment < self.comments.len() {
             let c = &self.comments[self.next_comment];
@@ -543,6 +559,7 @@ impl Builder<'_> {
                             col: 0,
                             lines: Vec::new(),
                             flow: false,
+                            held: 0,
                             close_col: 0,
                             anchor: 0,
                             path: String::new(),
@@ -584,12 +601,21 @@ impl Builder<'_> {
                     let path = self.child_path(line)?;
                     // A block sequence's items are at its dashes, left of where its first item's
                     // content (saphyr's start marker) is.
-                    let col = if is_map {
-                        col
+                    // A `[` starts a flow sequence, unless it is the first item of a block
+                    // sequence: then saphyr starts both at that `[` (the next event is the
+                    // flow sequence, at the same place).
+                    let at_bracket = self.src.as_bytes().get(pos) == Some(&b'[');
+                    let block_before_flow = at_bracket
+                        && matches!(events.get(i), Some((PEvent::SequenceStart(..), sp)) if self.byte(sp.start.index()) == pos);
+                    let dash = if is_map || (at_bracket && !block_before_flow) {
+                        None
                     } else {
-                        self.dash_col(pos).unwrap_or(col)
+                        self.dash_col(pos)
                     };
-                    let flow = matches!(self.src.as_bytes().get(pos), Some(b'[' | b'{'));
+                    let col = dash.unwrap_or(col);
+                    // A block sequence whose first item is `[...]` also starts at a `[`.
+                    let flow =
+                        dash.is_none() && matches!(self.src.as_bytes().get(pos), Some(b'[' | b'{'));
                     let indentless = !is_map
                         && matches!(
                             self.frames.last(),
@@ -608,6 +634,7 @@ impl Builder<'_> {
                     self.held.clear();
                     self.flush_comments(pos, opening);
                     let held = std::mem::take(&mut self.held);
+                    let held_count = held.len();
                     self.frames.push(Frame {
                         kind: if is_map {
                             FrameKind::Map {
@@ -625,6 +652,7 @@ impl Builder<'_> {
                         col,
                         lines: Vec::new(),
                         flow,
+                        held: held_count,
                         close_col,
                         anchor: *anchor,
                         path,
@@ -636,10 +664,20 @@ impl Builder<'_> {
                         .frames
                         .pop()
                         .ok_or_else(|| perr("unbalanced collection end"))?;
-                    let value = match f.kind {
+                    let mut value = match f.kind {
                         FrameKind::Map { entries, .. } => Value::Map(Map(entries)),
                         FrameKind::Seq { entries } => Value::List(entries),
                     };
+                    // yaml.v3 loses the comments of an empty flow collection (`k: {} # c` is
+                    // written as `k: {` / `# c` / `}` and read back as `{}`).
+                    if f.flow && f.lines.is_empty() {
+                        // Comments before the `{` (held when it opened) are kept.
+                        match &mut value {
+                            Value::Map(m) => m.0.truncate(f.held),
+                            Value::List(l) => l.truncate(f.held),
+                            _ => {}
+                        }
+                    }
                     if f.anchor != 0 {
                         self.anchors
                             .insert(f.anchor, (value.clone(), value_size(&value)));
@@ -689,7 +727,7 @@ impl Builder<'_> {
                     if *anchor != 0 {
                         self.anchors.insert(*anchor, (value.clone(), 1));
                     }
-                    self.last_content_line = last_line(span);
+                    self.last_content_line = self.scalar_last_line(pos, span, *style);
                     self.add_value(value, line, line, false)?;
                 }
                 PEvent::Alias(id) => {
@@ -718,6 +756,25 @@ impl Builder<'_> {
             docs.push(Map::default());
         }
         Ok(docs)
+    }
+
+    /// The last source line holding text of a scalar. saphyr's end marker overshoots: past the
+    /// trailing comment of a quoted scalar, into the indentation of the line after a block one.
+    fn scalar_last_line(&self, start: usize, span: &Span, style: ScalarStyle) -> usize {
+        let end = match style {
+            ScalarStyle::DoubleQuoted => self.quoted_range(start, b'"').map_or(start, |r| r.1),
+            ScalarStyle::SingleQuoted => self.quoted_range(start, b'\'').map_or(start, |r| r.1),
+            _ => self.byte(span.end.index()),
+        };
+        let b = self.src.as_bytes();
+        let mut i = end.min(b.len());
+        while i > start && b[i - 1].is_ascii_whitespace() {
+            i -= 1;
+        }
+        if i == 0 {
+            return last_line(span);
+        }
+        self.line_col(i - 1).0
     }
 
     /// The column of the `-` that introduces the block sequence item whose content starts at byte

@@ -507,8 +507,11 @@ fn dev_round_trip() {
         for entry in std::fs::read_dir(dir).expect("dir") {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "yaml") {
+                // sops' pipeline: parse plain, write (encrypted), parse that, write plain.
                 let out = YamlStore
                     .load_plain(&std::fs::read(&path).expect("read"))
+                    .and_then(|t| YamlStore.emit_plain(&t))
+                    .and_then(|b| YamlStore.load_plain(&b))
                     .and_then(|t| YamlStore.emit_plain(&t));
                 match out {
                     Ok(o) => std::fs::write(path.with_extension("yaml.ours"), o).expect("write"),
