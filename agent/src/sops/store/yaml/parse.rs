@@ -450,7 +450,10 @@ impl Builder<'_> {
                     .first()
                     .map(|l| l.0)
                     .or_else(|| key.as_ref().map(|k| k.1));
+                // …unless the line ends with a flow collection, which takes it (below).
+                let flow_last = matches!(self.frames[n - 1].lines.last(), Some(&(l, _, true)) if l == c.line);
                 if first_line == Some(c.line)
+                    && !flow_last
                     && let FrameKind::Seq { entries } = &mut self.frames[n - 2].kind
                 {
                     entries.push(Value::Comment(c.text.clone()));
