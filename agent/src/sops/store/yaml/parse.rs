@@ -451,7 +451,8 @@ impl Builder<'_> {
                     .map(|l| l.0)
                     .or_else(|| key.as_ref().map(|k| k.1));
                 // …unless the line ends with a flow collection, which takes it (below).
-                let flow_last = matches!(self.frames[n - 1].lines.last(), Some(&(l, _, true)) if l == c.line);
+                let flow_last =
+                    matches!(self.frames[n - 1].lines.last(), Some(&(l, _, true)) if l == c.line);
                 if first_line == Some(c.line)
                     && !flow_last
                     && let FrameKind::Seq { entries } = &mut self.frames[n - 2].kind
@@ -552,6 +553,7 @@ impl Builder<'_> {
                             PEvent::DocumentStart(true) => self.byte(s.start.index()),
                             _ => usize::MAX,
                         });
+                    let next_pos = self.extend_over_marker_foot(next_pos);
                     if let Some(mut root) = doc_root.take() {
                         // Trailing comments of the document.
                         self.frames.push(Frame {
@@ -759,6 +761,36 @@ impl Builder<'_> {
             docs.push(Map::default());
         }
         Ok(docs)
+    }
+
+    /// yaml.v3 makes a comment block that starts on the line right after a bare `---` and is
+    /// followed by a blank line a foot comment of the *previous* document. Returns the position
+    /// up to which comments belong to the document that ends before the `---` at `marker`.
+    fn extend_over_marker_foot(&self, marker: usize) -> usize {
+        if marker >= self.src.len() {
+            return marker;
+        }
+        let (line, _) = self.line_col(marker);
+        if self.line_text(line).trim_end() != "---" {
+            return marker;
+        }
+        let mut l = line + 1;
+        let mut end = marker;
+        while l <= self.line_starts.len() {
+            let text = self.line_text(l);
+            if text.trim_start().starts_with('#') {
+                end = self.line_starts[l - 1] + text.len();
+                l += 1;
+                continue;
+            }
+            break;
+        }
+        let blank_after = l > self.line_starts.len() || self.line_text(l).trim().is_empty();
+        if end > marker && blank_after && l <= self.line_starts.len() {
+            end
+        } else {
+            marker
+        }
     }
 
     /// The last source line holding text of a scalar. saphyr's end marker overshoots: past the

@@ -615,5 +615,9 @@ fn yaml_throughput() {
         assert_eq!(out.len(), doc.len());
     }
     let per = t.elapsed() / n;
-    eprintln!("1000-key YAML ({} bytes): parse + emit {:?} per file", doc.len(), per);
+    eprintln!(
+        "1000-key YAML ({} bytes): parse + emit {:?} per file",
+        doc.len(),
+        per
+    );
 }
