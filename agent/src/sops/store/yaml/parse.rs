@@ -375,9 +375,12 @@ impl Builder<'_> {
             let (blank, is_comment) = (body.trim().is_empty(), body.starts_with('#'));
             if blank {
                 if !block.is_empty() && !recent_empty && first_empty && start_col < indent {
-                    // Dedented and followed by a blank line: unrelated to the value above.
-                    let mut b = std::mem::take(&mut block);
-                    mark_deep(&mut self.comments, &mut b, false);
+                    // Dedented and followed by a blank line: unrelated to the value above, it
+                    // goes where the next value goes.
+                    for &i in &block {
+                        self.comments[i].attach = Attach::Head;
+                    }
+                    block.clear();
                 } else if !block.is_empty() && !recent_empty && first_empty {
                     let mut b = std::mem::take(&mut block);
                     mark_deep(&mut self.comments, &mut b, true);
@@ -553,7 +556,8 @@ impl Builder<'_> {
                             PEvent::DocumentStart(true) => self.byte(s.start.index()),
                             _ => usize::MAX,
                         });
-                    let next_pos = self.extend_over_marker_foot(next_pos);
+                    let marker = next_pos;
+                    let next_pos = self.extend_over_marker_foot(marker);
                     if let Some(mut root) = doc_root.take() {
                         // Trailing comments of the document.
                         self.frames.push(Frame {
@@ -569,7 +573,21 @@ impl Builder<'_> {
                             anchor: 0,
                             path: String::new(),
                         });
-                        self.flush_comments(next_pos, false);
+                        self.flush_comments(marker, false);
+                        if next_pos > marker {
+                            // The block after `---` becomes the document's foot comment,
+                            // replacing the trailing comments it had (yaml.v3 keeps one).
+                            if let Some(Frame {
+                                kind: FrameKind::Map { entries, .. },
+                                ..
+                            }) = self.frames.last_mut()
+                            {
+                                while matches!(entries.last(), Some(MapItem::Comment(_))) {
+                                    entries.pop();
+                                }
+                            }
+                            self.flush_comments(next_pos, false);
+                        }
                         let f = self.frames.pop().expect("document frame");
                         if let FrameKind::Map { entries, .. } = f.kind {
                             root.0 = entries;
