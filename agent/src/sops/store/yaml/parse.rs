@@ -352,14 +352,21 @@ impl Builder<'_> {
         let mut idx = first;
         // Only the first block is tied to the value above; yaml.v3 anchors later foot blocks
         // at their own position, which the column rule reproduces.
+        // A later block that follows a blank line goes with the next value instead.
         let mut first_block = true;
-        let mut mark_deep = |comments: &mut Vec<Comment>, block: &mut Vec<usize>, deep: bool| {
+        let mut blank_before = false;
+        let mut mark_deep = |comments: &mut Vec<Comment>,
+                             block: &mut Vec<usize>,
+                             deep: bool,
+                             blank_before: bool| {
             if block.is_empty() {
                 return;
             }
             for &i in block.iter() {
                 comments[i].attach = if deep && first_block {
                     Attach::DeepFoot
+                } else if blank_before {
+                    Attach::Head
                 } else {
                     Attach::Foot
                 };
@@ -383,7 +390,7 @@ impl Builder<'_> {
                     block.clear();
                 } else if !block.is_empty() && !recent_empty && first_empty {
                     let mut b = std::mem::take(&mut block);
-                    mark_deep(&mut self.comments, &mut b, true);
+                    mark_deep(&mut self.comments, &mut b, true, blank_before);
                 }
                 first_empty = false;
                 recent_empty = true;
@@ -391,7 +398,7 @@ impl Builder<'_> {
             }
             if !block.is_empty() && col < indent && col != start_col {
                 let mut b = std::mem::take(&mut block);
-                mark_deep(&mut self.comments, &mut b, true);
+                mark_deep(&mut self.comments, &mut b, true, blank_before);
             }
             if !is_comment {
                 break;
@@ -407,6 +414,7 @@ impl Builder<'_> {
             }
             if block.is_empty() {
                 start_col = col;
+                blank_before = recent_empty;
             }
             block.push(idx);
             recent_empty = false;
