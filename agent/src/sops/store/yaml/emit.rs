@@ -97,7 +97,7 @@ struct ScalarData {
 #[derive(Debug)]
 pub(crate) struct EmitError(pub &'static str);
 
-pub(crate) struct Emitter {
+pub(crate) struct Emitter<'a> {
     out: Vec<u8>,
     best_indent: i64,
     best_width: i64,
@@ -121,7 +121,7 @@ pub(crate) struct Emitter {
     tag_handle: Vec<u8>,
     tag_suffix: Vec<u8>,
     scalar: ScalarData,
-    events: Vec<Event>,
+    events: &'a [Event],
     head: usize,
 }
 
@@ -151,14 +151,13 @@ pub(crate) fn emit_events(events: Vec<Event>, indent: i64) -> Result<Vec<u8>, Em
         tag_handle: Vec::new(),
         tag_suffix: Vec::new(),
         scalar: ScalarData::default(),
-        events,
+        events: &events,
         head: 0,
     };
-    while e.head < e.events.len() {
-        let ev = e.events[e.head].clone();
-        e.analyze_event(&ev);
-        e.state_machine(&ev)?;
-        e.head += 1;
+    for (i, ev) in events.iter().enumerate() {
+        e.head = i;
+        e.analyze_event(ev);
+        e.state_machine(ev)?;
     }
     Ok(e.out)
 }
@@ -227,7 +226,7 @@ fn is_alpha(b: &[u8], i: usize) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
 }
 
-impl Emitter {
+impl Emitter<'_> {
     fn err<T>(&self, what: &'static str) -> Result<T, EmitError> {
         Err(EmitError(what))
     }

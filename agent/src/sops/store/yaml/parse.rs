@@ -87,6 +87,8 @@ struct Frame {
     anchor: usize,
     /// Path segment of this frame in its parent (for error messages).
     path: String,
+    /// Keys defined so far (maps only), for the duplicate-key check.
+    seen: std::collections::HashSet<String>,
 }
 
 struct Builder<'a> {
@@ -580,6 +582,7 @@ impl Builder<'_> {
                             close_col: 0,
                             anchor: 0,
                             path: String::new(),
+                            seen: std::collections::HashSet::new(),
                         });
                         self.flush_comments(marker, false);
                         if next_pos > marker {
@@ -687,6 +690,7 @@ impl Builder<'_> {
                         close_col,
                         anchor: *anchor,
                         path,
+                        seen: std::collections::HashSet::new(),
                     });
                 }
                 PEvent::MappingEnd | PEvent::SequenceEnd => {
@@ -897,34 +901,40 @@ impl Builder<'_> {
         line: usize,
         flow: bool,
     ) -> Result<(), SopsError> {
-        let path = self.path();
+        enum KeyProblem {
+            NotUtf8,
+            NotString(&'static str),
+            Duplicate(String),
+        }
         let f = self
             .frames
             .last_mut()
             .ok_or_else(|| perr("value outside a document"))?;
+        let mut problem = None;
         match &mut f.kind {
             FrameKind::Map { entries, key } => match key.take() {
                 None => {
                     let k = match value {
-                        Value::Str(s) => String::from_utf8(s.expose().to_vec()).map_err(|_| {
-                            perr(format!("line {line}: key is not valid UTF-8 at {path}"))
-                        })?,
+                        Value::Str(s) => match String::from_utf8(s.expose().to_vec()) {
+                            Ok(k) => Some(k),
+                            Err(_) => {
+                                problem = Some(KeyProblem::NotUtf8);
+                                None
+                            }
+                        },
                         other => {
-                            return Err(perr(format!(
-                                "line {line}: only string keys are supported, found a {} key at {path}",
-                                kind_name(&other)
-                            )));
+                            problem = Some(KeyProblem::NotString(kind_name(&other)));
+                            None
                         }
                     };
-                    if entries
-                        .iter()
-                        .any(|e| matches!(e, MapItem::Pair(ek, _) if *ek == k))
-                    {
-                        return Err(perr(format!(
-                            "line {line}: mapping key {k:?} already defined at {path}"
-                        )));
+                    if let Some(k) = k {
+                        if !f.seen.insert(k.clone()) {
+                            problem = Some(KeyProblem::Duplicate(k));
+                        } else {
+                            let _ = entries;
+                            *key = Some((k, line));
+                        }
                     }
-                    *key = Some((k, line));
                 }
                 Some((k, kl)) => {
                     f.lines.push((kl, entries.len(), flow));
@@ -936,7 +946,19 @@ impl Builder<'_> {
                 entries.push(value);
             }
         }
-        Ok(())
+        let Some(problem) = problem else {
+            return Ok(());
+        };
+        let path = self.path();
+        Err(perr(match problem {
+            KeyProblem::NotUtf8 => format!("line {line}: key is not valid UTF-8 at {path}"),
+            KeyProblem::NotString(kind) => {
+                format!("line {line}: only string keys are supported, found a {kind} key at {path}")
+            }
+            KeyProblem::Duplicate(k) => {
+                format!("line {line}: mapping key {k:?} already defined at {path}")
+            }
+        }))
     }
 }
 
