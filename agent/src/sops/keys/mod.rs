@@ -124,7 +124,14 @@ impl Keyring {
             match std::fs::read_to_string(&p) {
                 Ok(text) => {
                     let text = Zeroizing::new(text);
-                    self.add_keys_from(&p.display().to_string(), &text)?;
+                    // The default location is best effort (like sops): a broken keys.txt must
+                    // not hide identities given explicitly.
+                    if let Err(e) = self.add_keys_from(&p.display().to_string(), &text) {
+                        if self.is_empty() {
+                            return Err(e);
+                        }
+                        tracing::warn!(path = %p.display(), error = %e, "ignoring unusable age key file");
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(SopsError::Io { path: p, source: e }),

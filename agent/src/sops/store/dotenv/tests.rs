@@ -51,3 +51,39 @@ fn non_strings_render_like_go() {
         "i=5\nf=1.0\ng=1E+21\nb=true\nn=<nil>\nt=2024-01-01T10:00:00+02:00\n"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = DotenvStore.load_plain(&bytes);
+            let _ = DotenvStore.load_encrypted(&bytes);
+        }
+
+        /// Any tree of string values (keys without `=` or newlines, comments without newlines)
+        /// survives emit → load unchanged, newlines included.
+        #[test]
+        fn round_trips(items in prop::collection::vec(
+            ("[A-Za-z_][A-Za-z0-9_ .-]{0,8}", "[ -~\n\t\u{e9}]{0,12}", prop::option::of("[ -~]{0,8}")), 0..12)
+        ) {
+            let mut m = Map::default();
+            for (k, v, c) in items {
+                if let Some(c) = c {
+                    m.0.push(MapItem::Comment(c));
+                }
+                m.0.push(MapItem::Pair(k, Value::str(&v)));
+            }
+            let tree = Tree { documents: vec![m] };
+            let out = DotenvStore.emit_plain(&tree).unwrap();
+            let back = DotenvStore.load_plain(&out).unwrap();
+            // A value holding a literal backslash-n reads back as a newline, as in sops.
+            let norm = |t: &Tree| DotenvStore.emit_plain(t).unwrap();
+            prop_assert_eq!(norm(&back), out);
+        }
+    }
+}

@@ -83,8 +83,8 @@ enum State {
 }
 
 #[derive(Default)]
-struct ScalarData {
-    value: Vec<u8>,
+struct ScalarData<'a> {
+    value: &'a [u8],
     multiline: bool,
     flow_plain_allowed: bool,
     block_plain_allowed: bool,
@@ -97,7 +97,7 @@ struct ScalarData {
 #[derive(Debug)]
 pub(crate) struct EmitError(pub &'static str);
 
-pub(crate) struct Emitter {
+pub(crate) struct Emitter<'a> {
     out: Vec<u8>,
     best_indent: i64,
     best_width: i64,
@@ -120,8 +120,8 @@ pub(crate) struct Emitter {
     key_line_comment: Vec<u8>,
     tag_handle: Vec<u8>,
     tag_suffix: Vec<u8>,
-    scalar: ScalarData,
-    events: Vec<Event>,
+    scalar: ScalarData<'a>,
+    events: &'a [Event],
     head: usize,
 }
 
@@ -151,14 +151,13 @@ pub(crate) fn emit_events(events: Vec<Event>, indent: i64) -> Result<Vec<u8>, Em
         tag_handle: Vec::new(),
         tag_suffix: Vec::new(),
         scalar: ScalarData::default(),
-        events,
+        events: &events,
         head: 0,
     };
-    while e.head < e.events.len() {
-        let ev = e.events[e.head].clone();
-        e.analyze_event(&ev);
-        e.state_machine(&ev)?;
-        e.head += 1;
+    for (i, ev) in events.iter().enumerate() {
+        e.head = i;
+        e.analyze_event(ev);
+        e.state_machine(ev)?;
     }
     Ok(e.out)
 }
@@ -227,7 +226,7 @@ fn is_alpha(b: &[u8], i: usize) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
 }
 
-impl Emitter {
+impl<'a> Emitter<'a> {
     fn err<T>(&self, what: &'static str) -> Result<T, EmitError> {
         Err(EmitError(what))
     }
@@ -445,10 +444,10 @@ impl Emitter {
         self.foot_indent = self.indent.max(0);
     }
 
-    fn analyze_event(&mut self, ev: &Event) {
+    fn analyze_event(&mut self, ev: &'a Event) {
         self.tag_handle.clear();
         self.tag_suffix.clear();
-        self.scalar.value.clear();
+        self.scalar.value = &[];
         let (head, line, foot, tail): (&[u8], &[u8], &[u8], &[u8]) = match ev {
             Event::MapStart { head, tail } => (head, &[], &[], tail),
             Event::MapEnd { tail, line, foot } => (&[], line, foot, tail),
@@ -479,9 +478,9 @@ impl Emitter {
         }
     }
 
-    fn analyze_scalar(&mut self, value: &[u8]) {
+    fn analyze_scalar(&mut self, value: &'a [u8]) {
         let sd = &mut self.scalar;
-        sd.value = value.to_vec();
+        sd.value = value;
         if value.is_empty() {
             sd.multiline = false;
             sd.flow_plain_allowed = false;
@@ -1012,13 +1011,13 @@ impl Emitter {
     }
 
     fn process_scalar(&mut self) {
-        let value = std::mem::take(&mut self.scalar.value);
+        let value = self.scalar.value;
         let allow_breaks = !self.simple_key_context;
         match self.scalar.style.unwrap_or(Style::Plain) {
-            Style::Plain => self.write_plain_scalar(&value, allow_breaks),
-            Style::SingleQuoted => self.write_single_quoted(&value, allow_breaks),
-            Style::DoubleQuoted => self.write_double_quoted(&value, allow_breaks),
-            Style::Literal => self.write_literal(&value),
+            Style::Plain => self.write_plain_scalar(value, allow_breaks),
+            Style::SingleQuoted => self.write_single_quoted(value, allow_breaks),
+            Style::DoubleQuoted => self.write_double_quoted(value, allow_breaks),
+            Style::Literal => self.write_literal(value),
         }
     }
 

@@ -251,63 +251,95 @@ fn seq_node(items: &[Value]) -> Node {
 }
 
 /// yaml.v3's `encoder.node`: node → events (foot comments of keys travel as the next key's tail).
-fn node_events(node: &Node, tail: &str, out: &mut Vec<Event>) {
-    match &node.kind {
+fn node_events(node: Node, tail: String, out: &mut Vec<Event>) {
+    let (head, line, foot) = (
+        node.head.into_bytes(),
+        node.line.into_bytes(),
+        node.foot.into_bytes(),
+    );
+    match node.kind {
         NodeKind::Seq(items) => {
-            out.push(Event::SeqStart {
-                head: node.head.clone().into_bytes(),
-            });
+            out.push(Event::SeqStart { head });
             for it in items {
-                node_events(it, "", out);
+                node_events(it, String::new(), out);
             }
-            out.push(Event::SeqEnd {
-                line: node.line.clone().into_bytes(),
-                foot: node.foot.clone().into_bytes(),
-            });
+            out.push(Event::SeqEnd { line, foot });
         }
         NodeKind::Map(content) => {
             out.push(Event::MapStart {
-                head: node.head.clone().into_bytes(),
-                tail: tail.as_bytes().to_vec(),
+                head,
+                tail: tail.into_bytes(),
             });
             let mut tail = String::new();
-            for pair in content.chunks(2) {
-                let mut k = pair[0].clone();
+            let mut it = content.into_iter();
+            while let Some(mut k) = it.next() {
                 let foot = std::mem::take(&mut k.foot);
-                node_events(&k, &tail, out);
+                node_events(k, std::mem::take(&mut tail), out);
                 tail = foot;
-                if let Some(v) = pair.get(1) {
-                    node_events(v, "", out);
+                if let Some(v) = it.next() {
+                    node_events(v, String::new(), out);
                 }
             }
             out.push(Event::MapEnd {
                 tail: tail.into_bytes(),
-                line: node.line.clone().into_bytes(),
-                foot: node.foot.clone().into_bytes(),
+                line,
+                foot,
             });
         }
         NodeKind::Scalar { value, tag, style } => out.push(Event::Scalar(ScalarEvent {
-            value: value.clone(),
-            tag: *tag,
-            style: *style,
-            head: node.head.clone().into_bytes(),
-            line: node.line.clone().into_bytes(),
-            foot: node.foot.clone().into_bytes(),
-            tail: tail.as_bytes().to_vec(),
+            value,
+            tag,
+            style,
+            head,
+            line,
+            foot,
+            tail: tail.into_bytes(),
         })),
     }
 }
 
 /// Encodes documents (each a root node) as one stream, like successive `Encoder.Encode` calls.
-fn emit_documents(roots: &[Node]) -> Result<Vec<u8>, SopsError> {
+fn emit_documents(roots: Vec<Node>) -> Result<Vec<u8>, SopsError> {
     let mut events = vec![Event::StreamStart];
     for root in roots {
         events.push(Event::DocStart { implicit: true });
-        node_events(root, "", &mut events);
+        node_events(root, String::new(), &mut events);
         events.push(Event::DocEnd);
     }
     events.push(Event::StreamEnd);
     emit_events(events, INDENT).map_err(emit_err)
+}
+
+/// Indents every line that holds only a flow closer (`}` or `]`, optionally followed by a
+/// comment) deeper than any other line. Returns `None` when there is no such line.
+fn reindent_flow_closers(text: &str) -> Option<String> {
+    let is_closer = |l: &str| {
+        let t = l.trim_start_matches([' ', '\t']);
+        (t.starts_with('}') || t.starts_with(']'))
+            && t[1..]
+                .trim_start_matches([' ', '\t', ',', '}', ']'])
+                .trim_end_matches(['\r'])
+                .is_empty()
+    };
+    if !text.lines().any(is_closer) {
+        return None;
+    }
+    let deepest = text
+        .lines()
+        .map(|l| l.len() - l.trim_start_matches(' ').len())
+        .max()
+        .unwrap_or(0);
+    let pad = " ".repeat(deepest + 1);
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        if is_closer(line.trim_end_matches('\n')) {
+            out.push_str(&pad);
+            out.push_str(line.trim_start_matches([' ', '\t']));
+        } else {
+            out.push_str(line);
+        }
+    }
+    Some(out)
 }
 
 impl YamlStore {
@@ -318,7 +350,16 @@ impl YamlStore {
                 format!("input is not valid UTF-8 (byte offset {})", e.valid_up_to()),
             )
         })?;
-        parse::parse_documents(text)
+        match parse::parse_documents(text) {
+            Err(e) => match reindent_flow_closers(text) {
+                // yaml.v3 (and so sops) writes an empty flow collection with a comment as
+                // `k: {` / `    # c` / `}` with the closer at the key's column, which strict
+                // YAML (saphyr) rejects; yaml.v3 reads it. Retry with such closers indented.
+                Some(fixed) => parse::parse_documents(&fixed).map_err(|_| e),
+                None => Err(e),
+            },
+            ok => ok,
+        }
     }
 }
 
@@ -357,7 +398,7 @@ impl Store for YamlStore {
 
     fn emit_plain(&self, tree: &Tree) -> Result<Vec<u8>, SopsError> {
         let roots: Vec<Node> = tree.documents.iter().map(map_node).collect();
-        emit_documents(&roots)
+        emit_documents(roots)
     }
 
     fn emit_encrypted(&self, tree: &Tree, metadata: &Map) -> Result<Vec<u8>, SopsError> {
@@ -373,14 +414,14 @@ impl Store for YamlStore {
                 map_node(&with_meta)
             })
             .collect();
-        emit_documents(&roots)
+        emit_documents(roots)
     }
 
     fn emit_value(&self, value: &Value) -> Result<Vec<u8>, SopsError> {
         match value {
-            Value::Map(m) => emit_documents(&[map_node(m)]),
+            Value::Map(m) => emit_documents(vec![map_node(m)]),
             Value::Str(s) => Ok(s.expose().to_vec()),
-            other => emit_documents(&[value_node(other)]),
+            other => emit_documents(vec![value_node(other)]),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::sops::tree::{Map, MapItem, Value};
 /// Deepest nesting accepted (maps and lists).
 pub(crate) const MAX_DEPTH: usize = 256;
 /// Most values (after alias expansion) a file may produce.
-pub(crate) const MAX_NODES: usize = 4_000_000;
+pub(crate) const MAX_NODES: usize = 1_000_000;
 
 fn perr(detail: impl Into<String>) -> SopsError {
     SopsError::parse("yaml", detail)
@@ -41,10 +41,22 @@ struct Comment {
     text: String,
     /// Whether content precedes it on its line.
     trailing: bool,
-    /// yaml.v3 made it a foot comment of the preceding value (see `classify_gap`): it stays in
-    /// the innermost collection that held that value whatever its indentation.
-    deep: bool,
+    /// How yaml.v3 attaches it (see `classify_gap`).
+    attach: Attach,
     classified: bool,
+}
+
+/// Where a whole-line comment between two values goes, as yaml.v3's scanner decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// Foot of the value above: stays in the innermost collection that held it, whatever its
+    /// indentation.
+    DeepFoot,
+    /// Foot comment anchored at its own position: the innermost collection, among those that
+    /// end here, whose items are not indented deeper than the comment.
+    Foot,
+    /// Head comment of the next value: goes where that value goes.
+    Head,
 }
 
 enum FrameKind {
@@ -66,9 +78,17 @@ struct Frame {
     lines: Vec<(usize, usize, bool)>,
     /// A `[...]`/`{...}` collection rather than a block one.
     flow: bool,
+    /// How many leading entries are comments that preceded the collection's opening.
+    held: usize,
+    /// Comments at or right of this column that precede the collection's end belong to it. For
+    /// an indentless sequence (`key:` then `- item` at the key's column) that is one past its
+    /// dashes: yaml.v3 gives comments at the dash column to the enclosing mapping.
+    close_col: usize,
     anchor: usize,
     /// Path segment of this frame in its parent (for error messages).
     path: String,
+    /// Keys defined so far (maps only), for the duplicate-key check.
+    seen: std::collections::HashSet<String>,
 }
 
 struct Builder<'a> {
@@ -77,7 +97,8 @@ struct Builder<'a> {
     line_starts: Vec<usize>,
     comments: Vec<Comment>,
     next_comment: usize,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values with their size in values (checked before an alias copies one).
+    anchors: HashMap<usize, (Value, usize)>,
     nodes: usize,
     frames: Vec<Frame>,
     held: Vec<Comment>,
@@ -137,7 +158,13 @@ impl Builder<'_> {
             .unwrap_or(self.src.len())
     }
 
+    /// 1-based line and 0-based column (in characters) of a byte offset, which is first moved
+    /// back to a character boundary.
     fn line_col(&self, byte: usize) -> (usize, usize) {
+        let mut byte = byte.min(self.src.len());
+        while !self.src.is_char_boundary(byte) {
+            byte -= 1;
+        }
         let line = match self.line_starts.binary_search(&byte) {
             Ok(i) => i,
             Err(i) => i - 1,
@@ -228,7 +255,7 @@ impl Builder<'_> {
                     col,
                     text: self.src[i + 1..end].to_string(),
                     trailing,
-                    deep: false,
+                    attach: Attach::Head,
                     classified: false,
                 });
                 i = end;
@@ -267,11 +294,22 @@ impl Builder<'_> {
     /// At the end of the innermost collection (whose end marker sits at the next token), takes
     /// the comments before `pos` that are indented at least as deep as its items.
     fn flush_closing(&mut self, pos: usize) {
-        let col = self.frames.last().map_or(0, |f| f.col);
-        self.classify_gap(pos, col);
+        let (indent, col, flow) = self
+            .frames
+            .last()
+            .map_or((0, 0, false), |f| (f.col, f.close_col, f.flow));
+        if flow {
+            // Everything before a flow collection's closer is inside it.
+            self.flush_comments(pos, false);
+            return;
+        }
+        self.classify_gap(pos, indent);
         while self.next_comment < self.comments.len() {
             let c = &self.comments[self.next_comment];
-            if c.pos >= pos || (!c.trailing && !c.deep && c.col < col) {
+            let take = c.trailing
+                || c.attach == Attach::DeepFoot
+                || (c.attach == Attach::Foot && c.col >= col);
+            if c.pos >= pos || !take {
                 break;
             }
             let c = c.clone();
@@ -314,10 +352,28 @@ impl Builder<'_> {
         let mut first_empty = true;
         let mut recent_empty = false;
         let mut idx = first;
-        let mark_deep = |comments: &mut Vec<Comment>, block: &mut Vec<usize>, deep: bool| {
-            for &i in block.iter() {
-                comments[i].deep = deep;
+        // Only the first block is tied to the value above; yaml.v3 anchors later foot blocks
+        // at their own position, which the column rule reproduces.
+        // A later block that follows a blank line goes with the next value instead.
+        let mut first_block = true;
+        let mut blank_before = false;
+        let mut mark_deep = |comments: &mut Vec<Comment>,
+                             block: &mut Vec<usize>,
+                             deep: bool,
+                             blank_before: bool| {
+            if block.is_empty() {
+                return;
             }
+            for &i in block.iter() {
+                comments[i].attach = if deep && first_block {
+                    Attach::DeepFoot
+                } else if blank_before {
+                    Attach::Head
+                } else {
+                    Attach::Foot
+                };
+            }
+            first_block = false;
             block.clear();
         };
         let from = self.last_content_line + 1;
@@ -328,12 +384,15 @@ impl Builder<'_> {
             let (blank, is_comment) = (body.trim().is_empty(), body.starts_with('#'));
             if blank {
                 if !block.is_empty() && !recent_empty && first_empty && start_col < indent {
-                    // Dedented and followed by a blank line: unrelated to the value above.
-                    let mut b = std::mem::take(&mut block);
-                    mark_deep(&mut self.comments, &mut b, false);
+                    // Dedented and followed by a blank line: unrelated to the value above, it
+                    // goes where the next value goes.
+                    for &i in &block {
+                        self.comments[i].attach = Attach::Head;
+                    }
+                    block.clear();
                 } else if !block.is_empty() && !recent_empty && first_empty {
                     let mut b = std::mem::take(&mut block);
-                    mark_deep(&mut self.comments, &mut b, true);
+                    mark_deep(&mut self.comments, &mut b, true, blank_before);
                 }
                 first_empty = false;
                 recent_empty = true;
@@ -341,7 +400,7 @@ impl Builder<'_> {
             }
             if !block.is_empty() && col < indent && col != start_col {
                 let mut b = std::mem::take(&mut block);
-                mark_deep(&mut self.comments, &mut b, true);
+                mark_deep(&mut self.comments, &mut b, true, blank_before);
             }
             if !is_comment {
                 break;
@@ -357,11 +416,14 @@ impl Builder<'_> {
             }
             if block.is_empty() {
                 start_col = col;
+                blank_before = recent_empty;
             }
             block.push(idx);
             recent_empty = false;
         }
-        mark_deep(&mut self.comments, &mut block, false);
+        for &i in &block {
+            self.comments[i].attach = Attach::Head;
+        }
         let mut i = first;
         while i < self.comments.len() && self.comments[i].pos < next {
             self.comments[i].classified = true;
@@ -389,6 +451,29 @@ impl Builder<'_> {
             return;
         }
         if c.trailing {
+            // A line comment on the first line of a mapping that is a list item (`- k: v # c`)
+            // is the item's comment: it goes into the list, before the item.
+            let n = self.frames.len();
+            if n >= 2
+                && matches!(self.frames[n - 2].kind, FrameKind::Seq { .. })
+                && let FrameKind::Map { key, .. } = &self.frames[n - 1].kind
+            {
+                let first_line = self.frames[n - 1]
+                    .lines
+                    .first()
+                    .map(|l| l.0)
+                    .or_else(|| key.as_ref().map(|k| k.1));
+                // …unless the line ends with a flow collection, which takes it (below).
+                let flow_last =
+                    matches!(self.frames[n - 1].lines.last(), Some(&(l, _, true)) if l == c.line);
+                if first_line == Some(c.line)
+                    && !flow_last
+                    && let FrameKind::Seq { entries } = &mut self.frames[n - 2].kind
+                {
+                    entries.push(Value::Comment(c.text.clone()));
+                    return;
+                }
+            }
             // The innermost frame that has an item (or a pending key) starting on this line.
             for fi in (0..self.frames.len()).rev() {
                 let f = &mut self.frames[fi];
@@ -481,6 +566,8 @@ impl Builder<'_> {
                             PEvent::DocumentStart(true) => self.byte(s.start.index()),
                             _ => usize::MAX,
                         });
+                    let marker = next_pos;
+                    let next_pos = self.extend_over_marker_foot(marker);
                     if let Some(mut root) = doc_root.take() {
                         // Trailing comments of the document.
                         self.frames.push(Frame {
@@ -491,10 +578,27 @@ impl Builder<'_> {
                             col: 0,
                             lines: Vec::new(),
                             flow: false,
+                            held: 0,
+                            close_col: 0,
                             anchor: 0,
                             path: String::new(),
+                            seen: std::collections::HashSet::new(),
                         });
-                        self.flush_comments(next_pos, false);
+                        self.flush_comments(marker, false);
+                        if next_pos > marker {
+                            // The block after `---` becomes the document's foot comment,
+                            // replacing the trailing comments it had (yaml.v3 keeps one).
+                            if let Some(Frame {
+                                kind: FrameKind::Map { entries, .. },
+                                ..
+                            }) = self.frames.last_mut()
+                            {
+                                while matches!(entries.last(), Some(MapItem::Comment(_))) {
+                                    entries.pop();
+                                }
+                            }
+                            self.flush_comments(next_pos, false);
+                        }
                         let f = self.frames.pop().expect("document frame");
                         if let FrameKind::Map { entries, .. } = f.kind {
                             root.0 = entries;
@@ -531,15 +635,40 @@ impl Builder<'_> {
                     let path = self.child_path(line)?;
                     // A block sequence's items are at its dashes, left of where its first item's
                     // content (saphyr's start marker) is.
-                    let col = if is_map {
-                        col
+                    // A `[` starts a flow sequence, unless it is the first item of a block
+                    // sequence: then saphyr starts both at that `[` (the next event is the
+                    // flow sequence, at the same place).
+                    let at_bracket = self.src.as_bytes().get(pos) == Some(&b'[');
+                    let block_before_flow = at_bracket
+                        && matches!(events.get(i), Some((PEvent::SequenceStart(..), sp)) if self.byte(sp.start.index()) == pos);
+                    let dash = if is_map || (at_bracket && !block_before_flow) {
+                        None
                     } else {
-                        self.dash_col(pos).unwrap_or(col)
+                        self.dash_col(pos)
                     };
-                    let flow = matches!(self.src.as_bytes().get(pos), Some(b'[' | b'{'));
+                    let col = dash.unwrap_or(col);
+                    // A block sequence whose first item is `[...]` also starts at a `[`.
+                    let flow =
+                        dash.is_none() && matches!(self.src.as_bytes().get(pos), Some(b'[' | b'{'));
+                    let indentless = !is_map
+                        && matches!(
+                            self.frames.last(),
+                            Some(Frame { kind: FrameKind::Map { .. }, col: parent, .. }) if *parent == col
+                        );
+                    let close_col = if indentless { col + 1 } else { col };
+                    // Comments before a collection that is a map value go inside it; before a
+                    // list item they are items of the list (sops reads them as the item's head).
+                    let opening = matches!(
+                        self.frames.last(),
+                        None | Some(Frame {
+                            kind: FrameKind::Map { key: Some(_), .. },
+                            ..
+                        })
+                    );
                     self.held.clear();
-                    self.flush_comments(pos, true);
+                    self.flush_comments(pos, opening);
                     let held = std::mem::take(&mut self.held);
+                    let held_count = held.len();
                     self.frames.push(Frame {
                         kind: if is_map {
                             FrameKind::Map {
@@ -557,8 +686,11 @@ impl Builder<'_> {
                         col,
                         lines: Vec::new(),
                         flow,
+                        held: held_count,
+                        close_col,
                         anchor: *anchor,
                         path,
+                        seen: std::collections::HashSet::new(),
                     });
                 }
                 PEvent::MappingEnd | PEvent::SequenceEnd => {
@@ -567,12 +699,23 @@ impl Builder<'_> {
                         .frames
                         .pop()
                         .ok_or_else(|| perr("unbalanced collection end"))?;
-                    let value = match f.kind {
+                    let mut value = match f.kind {
                         FrameKind::Map { entries, .. } => Value::Map(Map(entries)),
                         FrameKind::Seq { entries } => Value::List(entries),
                     };
+                    // yaml.v3 loses the comments of an empty flow collection (`k: {} # c` is
+                    // written as `k: {` / `# c` / `}` and read back as `{}`).
+                    if f.flow && f.lines.is_empty() {
+                        // Comments before the `{` (held when it opened) are kept.
+                        match &mut value {
+                            Value::Map(m) => m.0.truncate(f.held),
+                            Value::List(l) => l.truncate(f.held),
+                            _ => {}
+                        }
+                    }
                     if f.anchor != 0 {
-                        self.anchors.insert(f.anchor, value.clone());
+                        self.anchors
+                            .insert(f.anchor, (value.clone(), value_size(&value)));
                     }
                     if self.frames.is_empty() {
                         match value {
@@ -617,17 +760,23 @@ impl Builder<'_> {
                         ))
                     })?;
                     if *anchor != 0 {
-                        self.anchors.insert(*anchor, value.clone());
+                        self.anchors.insert(*anchor, (value.clone(), 1));
                     }
-                    self.last_content_line = last_line(span);
+                    self.last_content_line = self.scalar_last_line(pos, span, *style);
                     self.add_value(value, line, line, false)?;
                 }
                 PEvent::Alias(id) => {
                     self.flush_comments(pos, false);
-                    let value = self.anchors.get(id).cloned().ok_or_else(|| {
+                    let size = self.anchors.get(id).map(|a| a.1).ok_or_else(|| {
                         perr(format!("line {line}: unknown alias at {}", self.path()))
                     })?;
-                    self.count_node(value_size(&value))?;
+                    // Count before copying, so an alias bomb fails before it allocates.
+                    self.count_node(size)?;
+                    let value = self
+                        .anchors
+                        .get(id)
+                        .map(|a| a.0.clone())
+                        .unwrap_or(Value::Null);
                     if self.frames.is_empty() {
                         return Err(perr(format!(
                             "line {line}: the top level of a document must be a mapping"
@@ -644,10 +793,65 @@ impl Builder<'_> {
         Ok(docs)
     }
 
+    /// yaml.v3 makes a comment block that starts on the line right after a bare `---` and is
+    /// followed by a blank line a foot comment of the *previous* document. Returns the position
+    /// up to which comments belong to the document that ends before the `---` at `marker`.
+    fn extend_over_marker_foot(&self, marker: usize) -> usize {
+        if marker >= self.src.len() {
+            return marker;
+        }
+        let (line, _) = self.line_col(marker);
+        if self.line_text(line).trim_end() != "---" {
+            return marker;
+        }
+        let mut l = line + 1;
+        let mut end = marker;
+        while l <= self.line_starts.len() {
+            let text = self.line_text(l);
+            if text.trim_start().starts_with('#') {
+                end = self.line_starts[l - 1] + text.len();
+                l += 1;
+                continue;
+            }
+            break;
+        }
+        let blank_after = l > self.line_starts.len() || self.line_text(l).trim().is_empty();
+        if end > marker && blank_after && l <= self.line_starts.len() {
+            end
+        } else {
+            marker
+        }
+    }
+
+    /// The last source line holding text of a scalar. saphyr's end marker overshoots: past the
+    /// trailing comment of a quoted scalar, into the indentation of the line after a block one.
+    fn scalar_last_line(&self, start: usize, span: &Span, style: ScalarStyle) -> usize {
+        let end = match style {
+            ScalarStyle::DoubleQuoted => self.quoted_range(start, b'"').map_or(start, |r| r.1),
+            ScalarStyle::SingleQuoted => self.quoted_range(start, b'\'').map_or(start, |r| r.1),
+            _ => self.byte(span.end.index()),
+        };
+        let b = self.src.as_bytes();
+        let mut i = end.min(b.len());
+        while i > start && b[i - 1].is_ascii_whitespace() {
+            i -= 1;
+        }
+        if i == 0 {
+            return last_line(span);
+        }
+        self.line_col(i - 1).0
+    }
+
     /// The column of the `-` that introduces the block sequence item whose content starts at byte
     /// `pos`, if there is one.
     fn dash_col(&self, pos: usize) -> Option<usize> {
         let b = self.src.as_bytes();
+        // saphyr starts a sequence that is itself a list item (`- - x`) at its own dash.
+        if b.get(pos) == Some(&b'-')
+            && matches!(b.get(pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r') | None)
+        {
+            return Some(self.line_col(pos).1);
+        }
         let mut i = pos.min(b.len());
         while i > 0 && matches!(b[i - 1], b' ' | b'\t' | b'\n' | b'\r') {
             i -= 1;
@@ -697,34 +901,40 @@ impl Builder<'_> {
         line: usize,
         flow: bool,
     ) -> Result<(), SopsError> {
-        let path = self.path();
+        enum KeyProblem {
+            NotUtf8,
+            NotString(&'static str),
+            Duplicate(String),
+        }
         let f = self
             .frames
             .last_mut()
             .ok_or_else(|| perr("value outside a document"))?;
+        let mut problem = None;
         match &mut f.kind {
             FrameKind::Map { entries, key } => match key.take() {
                 None => {
                     let k = match value {
-                        Value::Str(s) => String::from_utf8(s.expose().to_vec()).map_err(|_| {
-                            perr(format!("line {line}: key is not valid UTF-8 at {path}"))
-                        })?,
+                        Value::Str(s) => match String::from_utf8(s.expose().to_vec()) {
+                            Ok(k) => Some(k),
+                            Err(_) => {
+                                problem = Some(KeyProblem::NotUtf8);
+                                None
+                            }
+                        },
                         other => {
-                            return Err(perr(format!(
-                                "line {line}: only string keys are supported, found a {} key at {path}",
-                                kind_name(&other)
-                            )));
+                            problem = Some(KeyProblem::NotString(kind_name(&other)));
+                            None
                         }
                     };
-                    if entries
-                        .iter()
-                        .any(|e| matches!(e, MapItem::Pair(ek, _) if *ek == k))
-                    {
-                        return Err(perr(format!(
-                            "line {line}: mapping key {k:?} already defined at {path}"
-                        )));
+                    if let Some(k) = k {
+                        if !f.seen.insert(k.clone()) {
+                            problem = Some(KeyProblem::Duplicate(k));
+                        } else {
+                            let _ = entries;
+                            *key = Some((k, line));
+                        }
                     }
-                    *key = Some((k, line));
                 }
                 Some((k, kl)) => {
                     f.lines.push((kl, entries.len(), flow));
@@ -736,7 +946,19 @@ impl Builder<'_> {
                 entries.push(value);
             }
         }
-        Ok(())
+        let Some(problem) = problem else {
+            return Ok(());
+        };
+        let path = self.path();
+        Err(perr(match problem {
+            KeyProblem::NotUtf8 => format!("line {line}: key is not valid UTF-8 at {path}"),
+            KeyProblem::NotString(kind) => {
+                format!("line {line}: only string keys are supported, found a {kind} key at {path}")
+            }
+            KeyProblem::Duplicate(k) => {
+                format!("line {line}: mapping key {k:?} already defined at {path}")
+            }
+        }))
     }
 }
 
