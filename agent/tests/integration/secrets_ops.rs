@@ -550,9 +550,52 @@ fn login_passwords_are_stored_as_hashes_and_bad_input_is_refused() {
     assert!(!text(&out).contains("Rotated-Login-Pw-9"));
     assert_sha512_crypt_of(&read_admin(), "Rotated-Login-Pw-9");
 
+    // `check --decrypt` flags a password-hash secret holding a plaintext (a repo initialised
+    // when the secret was declared `password`), without showing it.
+    let fleet_path = fx.repo.join("fleet/clawdlets.json");
+    let declared = std::fs::read_to_string(&fleet_path).unwrap();
+    std::fs::write(
+        &fleet_path,
+        declared.replace("\"kind\": \"password-hash\"", "\"kind\": \"provided\""),
+    )
+    .unwrap();
+    let out = fx.run_stdin(
+        &[
+            "set",
+            "fleet-1",
+            "admin_password_hash",
+            "--confirm",
+            "fleet-1",
+        ],
+        "Legacy-Plaintext-Pw-1\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(&fleet_path, &declared).unwrap();
+    git(&fx.repo, &["add", "-A"]);
+    let out = fx.run(&["check", "--decrypt"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("admin_password_hash.yaml: hosts.fleet-1.secrets.admin_password_hash is a password-hash secret but holds no crypt(3) hash"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("Legacy-Plaintext-Pw-1"));
+    let out = fx.run_stdin(
+        &[
+            "set",
+            "fleet-1",
+            "admin_password_hash",
+            "--confirm",
+            "fleet-1",
+        ],
+        "Legacy-Plaintext-Pw-1\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    git(&fx.repo, &["add", "-A"]);
+    fx.run_ok(&["check", "--decrypt"]);
+
     // A generated login password needs a terminal to be shown on: without one, init refuses
     // (naming the field) and writes nothing; a dry run still plans.
-    let fleet_path = fx.repo.join("fleet/clawdlets.json");
     let mut fleet: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&fleet_path).unwrap()).unwrap();
     fleet["hosts"]["fleet-1"]["secrets"]["root_pw"] = serde_json::json!({
@@ -1057,6 +1100,20 @@ fn check_fails_on_each_hygiene_violation() {
     expect("token tracked", "notes.md:1: looks like a GitHub token");
     git(&fx.repo, &["rm", "-q", "--cached", "notes.md"]);
     std::fs::remove_file(fx.repo.join("notes.md")).unwrap();
+
+    // A login password hash committed in a Nix file (instead of a password-hash secret).
+    std::fs::write(
+        fx.repo.join("host.nix"),
+        "{ users.users.admin.hashedPassword = \"$6$8Iw.EN2Ao8Im8Jmb$/exoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789\"; }\n",
+    )
+    .unwrap();
+    git(&fx.repo, &["add", "host.nix"]);
+    expect(
+        "crypt hash tracked",
+        "host.nix:1: looks like a crypt(3) password hash (use a password-hash secret)",
+    );
+    git(&fx.repo, &["rm", "-q", "--cached", "host.nix"]);
+    std::fs::remove_file(fx.repo.join("host.nix")).unwrap();
 
     // A private key tracked (the host key copied out of .clawdlets).
     std::fs::copy(fx.host_key(), fx.repo.join("host.key")).unwrap();
