@@ -224,7 +224,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
                 with_how(format!("{} from --from-json", spec.value.kind()), how),
             )
         } else if spec.value.is_generated() {
-            if spec.value.kind() == "password-hash" && !guard.dry_run {
+            if matches!(spec.value, ValueSpec::PasswordHash { .. }) && !guard.dry_run {
                 super::require_terminal_for_shown_once(&field)?;
             }
             let g = generate::generate(&spec.value, &format!("{}/{name}", args.host))?;
