@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite runs against: real sops, age, nft, sshd, Nix, curl, Redis,
-# tinyproxy. Idempotent; safe to run on a fresh Debian machine (as root, or with sudo available).
+# tinyproxy, openssl (an independent SHA-512-crypt for the password-hash tests). Idempotent;
+# safe to run on a fresh Debian machine (as root, or with sudo available).
 set -euo pipefail
 
 SUDO=""
@@ -10,6 +11,8 @@ apt_pkgs=(age nftables iproute2 openssh-server nix-bin curl redis-server tinypro
           sqlite3 util-linux passwd procps iputils-ping ncat systemd)
           sqlite3 util-linux passwd procps iputils-ping ncat python3-jsonschema)
           sqlite3 util-linux passwd procps iputils-ping ncat openssl)
+          sqlite3 util-linux passwd procps iputils-ping ncat systemd python3-jsonschema
+          openssl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

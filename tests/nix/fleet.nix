@@ -5,6 +5,8 @@ let
   fl = import ../../modules/lib/fleet.nix;
   h = import ./harness.nix;
   fleet = builtins.fromJSON (builtins.readFile ../fleet/clawdlets.json);
+  # The repository's own example fleet (what `secrets init` and the demo use).
+  example = (fl.hostSettings (builtins.fromJSON (builtins.readFile ../../fleet/clawdlets.json)) "fleet-1").clawdlets;
   one = (fl.hostSettings fleet "fleet-1").clawdlets;
   two = (fl.hostSettings fleet "fleet-2").clawdlets;
 in
@@ -26,6 +28,13 @@ in
   secretKeyDefaultsToName = { expr = one.secrets.wg_key.key; expected = "wg_key"; };
   neededForUsersIsRootOwned = { expr = [ one.secrets.admin_password_hash.neededForUsers (one.secrets.admin_password_hash ? owner) ]; expected = [ true false ]; };
   allSecretsMapped = { expr = builtins.length (builtins.attrNames one.secrets); expected = 6; };
+  # The example's login password (kind password-hash: the sops file holds a crypt hash) is
+  # installed before users, root-owned, from the host's secrets dir.
+  examplePasswordHash = {
+    expr = with example.secrets.admin_password_hash; [ neededForUsers sopsFile key (example.secrets.admin_password_hash ? owner) ];
+    expected = [ true "/var/lib/clawdlets/secrets/hosts/fleet-1/admin_password_hash.yaml" "admin_password_hash" false ];
+  };
+  exampleSecretsMapped = { expr = builtins.attrNames example.secrets; expected = [ "admin_password_hash" "api_b64" "deploy_key" "discord_token_maren" "gateway_token_maren" "wg_key" ]; };
   wrongSchemaVersion = h.throws (fl.hostNames (fleet // { schemaVersion = 12; }));
   missingHosts = h.throws (fl.hostNames { schemaVersion = 1; });
   undeclaredBotSecret = h.throws (fl.hostSettings (fleet // {

@@ -205,6 +205,64 @@ mod tests {
     }
 
     #[test]
+    fn password_hash_kind_and_the_plaintext_login_password_mistake() {
+        let host = &parse(EXAMPLE, Path::new("f")).unwrap().hosts["fleet-1"];
+        let admin = &host.secrets["admin_password_hash"];
+        assert!(admin.needed_for_users);
+        assert_eq!(admin.value.kind(), "password-hash");
+        assert!(!admin.value.is_generated(), "the example asks the operator");
+
+        let ok = example_with(|v| {
+            v["hosts"]["fleet-1"]["secrets"]["x"] = serde_json::json!({"value":
+                {"kind": "password-hash", "generate": true, "length": 32, "rounds": 100000},
+                "neededForUsers": true});
+        });
+        let f = parse(&ok, Path::new("f.json")).expect("generated password-hash is valid");
+        let x = &f.hosts["fleet-1"].secrets["x"].value;
+        assert!(x.is_generated() && !x.rotates_by_default());
+
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["secrets"]["admin_password_hash"]["value"] =
+                serde_json::json!({"kind": "password", "length": 24});
+        });
+        let e = err_of(&t);
+        assert!(
+            e.contains("hosts.fleet-1.secrets.admin_password_hash.value.kind")
+                && e.contains("password-hash"),
+            "{e}"
+        );
+
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["secrets"]["x"] =
+                serde_json::json!({"value": {"kind": "password-hash", "length": 20}});
+        });
+        assert!(
+            err_of(&t).contains("hosts.fleet-1.secrets.x.value.length: only applies with"),
+            "{}",
+            err_of(&t)
+        );
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["secrets"]["x"] = serde_json::json!({"value":
+                {"kind": "password-hash", "generate": true, "length": 8}});
+        });
+        assert!(err_of(&t).contains("hosts.fleet-1.secrets.x.value.length: must be between 12"));
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["secrets"]["x"] =
+                serde_json::json!({"value": {"kind": "password-hash", "rounds": 1000}});
+        });
+        assert!(err_of(&t).contains("hosts.fleet-1.secrets.x.value.rounds: must be between 5000"));
+        let t = example_with(|v| {
+            v["hosts"]["fleet-1"]["secrets"]["x"] =
+                serde_json::json!({"value": {"kind": "password-hash", "bytes": 16}});
+        });
+        let e = err_of(&t);
+        assert!(
+            e.contains("hosts.fleet-1.secrets.x.value") && e.contains("bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn ssh_exposure_fields_the_nixos_module_reads_are_checked() {
         let ok = example_with(|v| {
             v["hosts"]["fleet-1"]["sshExposure"] = serde_json::json!({

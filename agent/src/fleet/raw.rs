@@ -163,6 +163,23 @@ pub enum ValueSpec {
     SshEd25519,
     /// A WireGuard private key (base64 X25519, like `wg genkey`).
     Wireguard,
+    /// A login password stored only as its crypt(3) hash, for NixOS
+    /// `users.users.<name>.hashedPasswordFile` (declare it `neededForUsers`). The operator
+    /// supplies the password like a `provided` value (or an existing `$6$`/`$y$`/`$2b$` hash,
+    /// kept as is); clawdlets stores its SHA-512-crypt hash. With `generate`, a random password
+    /// of `length` characters is made instead, hashed, and shown once on the terminal.
+    PasswordHash {
+        /// Generate the password (shown once) instead of asking for it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        generate: bool,
+        /// Length of a generated password (only with `generate`; default 24).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        length: Option<u32>,
+        /// SHA-512-crypt rounds for passwords clawdlets hashes (default 5000, the crypt(3)
+        /// default; more makes offline guessing slower and every login slower).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rounds: Option<u32>,
+    },
 }
 
 impl ValueSpec {
@@ -175,10 +192,22 @@ impl ValueSpec {
             ValueSpec::Password { .. } => "password",
             ValueSpec::SshEd25519 => "ssh-ed25519",
             ValueSpec::Wireguard => "wireguard",
+            ValueSpec::PasswordHash { .. } => "password-hash",
         }
     }
 
+    /// The value is made by clawdlets (no operator input needed).
     pub fn is_generated(&self) -> bool {
-        !matches!(self, ValueSpec::Provided)
+        match self {
+            ValueSpec::Provided => false,
+            ValueSpec::PasswordHash { generate, .. } => *generate,
+            _ => true,
+        }
+    }
+
+    /// `secrets rotate HOST` without names renews it. Login passwords rotate only when named:
+    /// a generated one is shown on the terminal, a supplied one needs the operator.
+    pub fn rotates_by_default(&self) -> bool {
+        self.is_generated() && !matches!(self, ValueSpec::PasswordHash { .. })
     }
 }

@@ -17,6 +17,13 @@ pub const MIN_BYTES: u32 = 16;
 pub const MAX_BYTES: u32 = 4096;
 pub const MIN_PASSWORD: u32 = 12;
 pub const MAX_PASSWORD: u32 = 1024;
+/// Length of a generated `password-hash` password when `length` is omitted.
+pub const DEFAULT_PASSWORD_HASH_LENGTH: u32 = 24;
+/// SHA-512-crypt rounds of `password-hash` values: the crypt(3) default is the floor; the cap
+/// keeps a typo from making every login take minutes.
+pub const DEFAULT_HASH_ROUNDS: u32 = 5_000;
+pub const MIN_HASH_ROUNDS: u32 = 5_000;
+pub const MAX_HASH_ROUNDS: u32 = 10_000_000;
 
 /// One validation problem: the field path and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +259,43 @@ pub fn validate(fleet: &Fleet) -> Vec<Problem> {
                         format!("must be between {MIN_PASSWORD} and {MAX_PASSWORD} (got {length})"),
                     )
                 }
+                ValueSpec::PasswordHash {
+                    generate,
+                    length,
+                    rounds,
+                } => {
+                    match length {
+                        Some(_) if !generate => push(
+                            format!("{v}.length"),
+                            "only applies with \"generate\": true (a supplied password has its own length)".into(),
+                        ),
+                        Some(length) if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) => push(
+                            format!("{v}.length"),
+                            format!("must be between {MIN_PASSWORD} and {MAX_PASSWORD} (got {length})"),
+                        ),
+                        _ => {}
+                    }
+                    if let Some(r) = rounds {
+                        if !(MIN_HASH_ROUNDS..=MAX_HASH_ROUNDS).contains(&r) {
+                            push(
+                                format!("{v}.rounds"),
+                                format!(
+                                    "must be between {MIN_HASH_ROUNDS} and {MAX_HASH_ROUNDS} (got {r})"
+                                ),
+                            );
+                        }
+                    }
+                }
                 _ => {}
+            }
+            if secret.needed_for_users && matches!(secret.value, ValueSpec::Password { .. }) {
+                push(
+                    format!("{v}.kind"),
+                    "\"password\" stores the plaintext, but a neededForUsers secret feeds \
+                     hashedPasswordFile, which needs a crypt(3) hash: use {\"kind\": \"password-hash\"} \
+                     (add \"generate\": true to have one made)"
+                        .into(),
+                );
             }
             for (field, val) in [("owner", &secret.owner), ("group", &secret.group)] {
                 if let Some(val) = val {

@@ -10,6 +10,8 @@ use crate::common;
 
 const EXAMPLE_FLEET: &str = include_str!("../../../fleet/clawdlets.json");
 const PROVIDED: &str = "tok-PROVIDED-3b1f9c0e7d2a";
+/// The admin login password of the example fleet (kind `password-hash`): only its hash is stored.
+const ADMIN_PW: &str = "Adm1n-Login-Pw-7e6d5c4b";
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -35,7 +37,9 @@ fn fixture(test: &str) -> Option<Fixture> {
     let values = tmp.path().join("values.json");
     std::fs::write(
         &values,
-        format!("{{\"secrets\": {{\"discord_token_maren\": \"{PROVIDED}\"}}}}"),
+        format!(
+            "{{\"secrets\": {{\"discord_token_maren\": \"{PROVIDED}\", \"admin_password_hash\": \"{ADMIN_PW}\"}}}}"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&values, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -236,6 +240,57 @@ fn data_key(file: &Path, key: &Path) -> Option<Vec<u8>> {
     None
 }
 
+/// The value of the single top-level key `name` in `sops -d` YAML output.
+fn stored_value(plain: &str, name: &str) -> String {
+    let v = plain
+        .trim()
+        .strip_prefix(&format!("{name}: "))
+        .unwrap_or_else(|| panic!("one key {name}: {plain}"));
+    v.trim_matches(|c| c == '\'' || c == '"').to_string()
+}
+
+/// `hash` is a SHA-512-crypt hash (`$6$<16-char salt>$<86 chars>`, default rounds) of
+/// `password`: checked with the sha-crypt verifier and, when installed, recomputed by the
+/// independent `openssl passwd -6` from the same salt.
+fn assert_sha512_crypt_of(hash: &str, password: &str) {
+    use sha_crypt::PasswordVerifier as _;
+    let fields: Vec<&str> = hash.split('$').collect();
+    assert_eq!(fields.len(), 4, "$6$salt$hash expected: {hash}");
+    assert_eq!(fields[1], "6", "{hash}");
+    assert_eq!(fields[2].len(), 16, "16-char salt: {hash}");
+    assert_eq!(fields[3].len(), 86, "{hash}");
+    sha_crypt::ShaCrypt::default()
+        .verify_password(password.as_bytes(), hash)
+        .unwrap_or_else(|e| panic!("hash does not verify: {e}"));
+    assert!(
+        sha_crypt::ShaCrypt::default()
+            .verify_password(b"wrong-password", hash)
+            .is_err()
+    );
+    if common::which("openssl").is_some() {
+        let mut child = Command::new("openssl")
+            .args(["passwd", "-6", "-salt", fields[2], "-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            hash,
+            "openssl disagrees"
+        );
+    }
+}
+
 #[test]
 fn init_creates_layout_that_real_sops_decrypts_with_operator_and_host_key() {
     let Some(fx) = fixture("init_creates_layout") else {
@@ -336,6 +391,16 @@ fn init_creates_layout_that_real_sops_decrypts_with_operator_and_host_key() {
     let hex = hex.trim().strip_prefix("gateway_token_maren: ").unwrap();
     assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
 
+    // The admin login password (kind password-hash, neededForUsers -> hashedPasswordFile) is
+    // stored only as its SHA-512-crypt hash: real sops shows a `$6$` hash with a 16-character
+    // salt that verifies against the supplied password, never the password itself.
+    let admin = fx
+        .sops_decrypt(&fx.secret("admin_password_hash"), &fx.host_key())
+        .unwrap();
+    assert!(!admin.contains(ADMIN_PW), "plaintext login password stored");
+    let hash = stored_value(&admin, "admin_password_hash");
+    assert_sha512_crypt_of(&hash, ADMIN_PW);
+
     // The creation rules work for plain `sops` too (a new file gets host + operator).
     let out = common::run(
         common::sops(&fx.home)
@@ -378,6 +443,228 @@ fn init_creates_layout_that_real_sops_decrypts_with_operator_and_host_key() {
         snapshot(&fx.repo),
         "second init must leave every file byte-identical"
     );
+}
+
+#[test]
+fn login_passwords_are_stored_as_hashes_and_bad_input_is_refused() {
+    let Some(fx) = fixture("password_hash") else {
+        return;
+    };
+    fx.init();
+    let admin = fx.secret("admin_password_hash");
+    let read_admin = || {
+        stored_value(
+            &fx.sops_decrypt(&admin, &fx.operator_key()).unwrap(),
+            "admin_password_hash",
+        )
+    };
+    assert_sha512_crypt_of(&read_admin(), ADMIN_PW);
+
+    // `set` on stdin: a password is hashed; an existing yescrypt hash is kept byte for byte.
+    let out = fx.run_stdin(
+        &[
+            "set",
+            "fleet-1",
+            "admin_password_hash",
+            "--confirm",
+            "fleet-1",
+        ],
+        "New-Login-Pw-42\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("stored as its sha-512-crypt hash"),
+        "{}",
+        text(&out)
+    );
+    assert_sha512_crypt_of(&read_admin(), "New-Login-Pw-42");
+    let yescrypt = "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$.3PFyKl9LaVkmGGUtYhoTaXWsmDmJDamIF77y.E0et4";
+    let out = fx.run_stdin(
+        &[
+            "set",
+            "fleet-1",
+            "admin_password_hash",
+            "--confirm",
+            "fleet-1",
+        ],
+        &format!("{yescrypt}\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("an existing yescrypt hash, stored as is"));
+    assert_eq!(read_admin(), yescrypt);
+
+    // Refused, naming the field and never echoing the value; nothing written.
+    let before = snapshot(&fx.repo);
+    for (input, why) in [
+        ("shrt-pw\n", "too short"),
+        ("$1$abcdefgh$KJ7WjyqF2Bw5v0Rm3zC2g/\n", "not accepted"),
+        ("$6$saltstring$truncated\n", "not a well-formed one"),
+    ] {
+        let out = fx.run_stdin(
+            &[
+                "set",
+                "fleet-1",
+                "admin_password_hash",
+                "--confirm",
+                "fleet-1",
+            ],
+            input,
+        );
+        assert_eq!(out.status.code(), Some(2), "{input}: {}", text(&out));
+        let t = text(&out);
+        assert!(
+            t.contains("hosts.fleet-1.secrets.admin_password_hash") && t.contains(why),
+            "{t}"
+        );
+        assert!(
+            !t.contains(input.trim()) && !t.contains("abcdefgh"),
+            "value echoed: {t}"
+        );
+    }
+    assert_eq!(before, snapshot(&fx.repo));
+
+    // `rotate` without names leaves the login password alone; named with --from-json it hashes.
+    let old = std::fs::read(&admin).unwrap();
+    fx.run_ok(&["rotate", "fleet-1", "--confirm", "fleet-1"]);
+    assert_eq!(
+        std::fs::read(&admin).unwrap(),
+        old,
+        "rotated a login password unasked"
+    );
+    let values = fx.home.join("rot.json");
+    std::fs::write(
+        &values,
+        r#"{"secrets": {"admin_password_hash": "Rotated-Login-Pw-9"}}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&values, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = fx.run_ok(&[
+        "rotate",
+        "fleet-1",
+        "admin_password_hash",
+        "--confirm",
+        "fleet-1",
+        "--from-json",
+        values.to_str().unwrap(),
+    ]);
+    assert!(!text(&out).contains("Rotated-Login-Pw-9"));
+    assert_sha512_crypt_of(&read_admin(), "Rotated-Login-Pw-9");
+
+    // `check --decrypt` flags a password-hash secret holding a plaintext (a repo initialised
+    // when the secret was declared `password`), without showing it.
+    let fleet_path = fx.repo.join("fleet/clawdlets.json");
+    let declared = std::fs::read_to_string(&fleet_path).unwrap();
+    std::fs::write(
+        &fleet_path,
+        declared.replace("\"kind\": \"password-hash\"", "\"kind\": \"provided\""),
+    )
+    .unwrap();
+    let out = fx.run_stdin(
+        &[
+            "set",
+            "fleet-1",
+            "admin_password_hash",
+            "--confirm",
+            "fleet-1",
+        ],
+        "Legacy-Plaintext-Pw-1\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(&fleet_path, &declared).unwrap();
+    git(&fx.repo, &["add", "-A"]);
+    let out = fx.run(&["check", "--decrypt"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("admin_password_hash.yaml: hosts.fleet-1.secrets.admin_password_hash is a password-hash secret but holds no crypt(3) hash"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("Legacy-Plaintext-Pw-1"));
+    let out = fx.run_stdin(
+        &[
+            "set",
+            "fleet-1",
+            "admin_password_hash",
+            "--confirm",
+            "fleet-1",
+        ],
+        "Legacy-Plaintext-Pw-1\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    git(&fx.repo, &["add", "-A"]);
+    fx.run_ok(&["check", "--decrypt"]);
+
+    // A generated login password needs a terminal to be shown on: without one, init refuses
+    // (naming the field) and writes nothing; a dry run still plans.
+    let mut fleet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&fleet_path).unwrap()).unwrap();
+    fleet["hosts"]["fleet-1"]["secrets"]["root_pw"] = serde_json::json!({
+        "value": {"kind": "password-hash", "generate": true, "length": 20},
+        "neededForUsers": true
+    });
+    std::fs::write(&fleet_path, serde_json::to_string_pretty(&fleet).unwrap()).unwrap();
+    let before = snapshot(&fx.repo);
+    let out = fx.run(&["init", "--host", "fleet-1", "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("hosts.fleet-1.secrets.root_pw")
+            && text(&out).contains("stderr is not a terminal"),
+        "{}",
+        text(&out)
+    );
+    let out = fx.run_ok(&["init", "--host", "fleet-1", "--dry-run"]);
+    assert!(text(&out).contains("secrets/hosts/fleet-1/root_pw.yaml"));
+    assert_eq!(before, snapshot(&fx.repo));
+
+    // On a terminal (util-linux `script` gives it a pty) the password is shown exactly once and
+    // the stored hash verifies against it.
+    if !common::require_tool("password_hash_pty", "script") {
+        return;
+    }
+    let mut c = Command::new("script");
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("SOPS_") || k.starts_with("AGE_") || k == "RUST_LOG" {
+            c.env_remove(&key);
+        }
+    }
+    c.env("HOME", &fx.home)
+        .current_dir(&fx.repo)
+        .args(["-q", "-e", "-c"])
+        .arg(format!(
+            "'{}' secrets init --host fleet-1 --yes",
+            common::bin().display()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::null());
+    let out = common::run(&mut c);
+    let shown = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success(), "{shown}");
+    let mut lines = shown.lines();
+    lines
+        .by_ref()
+        .find(|l| l.starts_with("new password of root_pw on fleet-1 (shown once"))
+        .unwrap_or_else(|| panic!("password not shown: {shown}"));
+    let pw = lines.next().unwrap().trim().to_string();
+    assert_eq!(pw.len(), 20, "{shown}");
+    assert_eq!(
+        shown.matches(pw.as_str()).count(),
+        1,
+        "shown more than once"
+    );
+    let stored = stored_value(
+        &fx.sops_decrypt(&fx.secret("root_pw"), &fx.host_key())
+            .unwrap(),
+        "root_pw",
+    );
+    assert_sha512_crypt_of(&stored, &pw);
+    for (path, (_, bytes)) in snapshot(&fx.repo) {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(pw.as_str()),
+            "{} holds the generated password",
+            path.display()
+        );
+    }
 }
 
 #[test]
@@ -602,6 +889,17 @@ fn values_never_reach_argv_stdout_or_logs() {
         ],
         &format!("{set_value}\n"),
     ));
+    let login_pw = "SET-LOGIN-PW-0a1b2c3d";
+    outputs.push(run(
+        &[
+            "set",
+            "fleet-1",
+            "admin_password_hash",
+            "--confirm",
+            "fleet-1",
+        ],
+        &format!("{login_pw}\n"),
+    ));
     outputs.push(run(
         &[
             "edit",
@@ -628,6 +926,8 @@ fn values_never_reach_argv_stdout_or_logs() {
         PROVIDED.into(),
         set_value.into(),
         "EDITED-VALUE-9f8e7d".into(),
+        ADMIN_PW.into(),
+        login_pw.into(),
     ];
     for f in fx.secret_files() {
         let plain = fx.sops_decrypt(&f, &fx.operator_key()).unwrap();
@@ -667,7 +967,7 @@ fn values_never_reach_argv_stdout_or_logs() {
     // The plaintext lives nowhere in the repo outside its encrypted files (and the local keys).
     for (path, (_, bytes)) in snapshot(&fx.repo) {
         let t = String::from_utf8_lossy(&bytes);
-        for s in &secrets[..3] {
+        for s in &secrets[..5] {
             assert!(
                 !t.contains(s.as_str()),
                 "{} holds a plaintext value",
@@ -800,6 +1100,20 @@ fn check_fails_on_each_hygiene_violation() {
     expect("token tracked", "notes.md:1: looks like a GitHub token");
     git(&fx.repo, &["rm", "-q", "--cached", "notes.md"]);
     std::fs::remove_file(fx.repo.join("notes.md")).unwrap();
+
+    // A login password hash committed in a Nix file (instead of a password-hash secret).
+    std::fs::write(
+        fx.repo.join("host.nix"),
+        "{ users.users.admin.hashedPassword = \"$6$8Iw.EN2Ao8Im8Jmb$/exoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789\"; }\n",
+    )
+    .unwrap();
+    git(&fx.repo, &["add", "host.nix"]);
+    expect(
+        "crypt hash tracked",
+        "host.nix:1: looks like a crypt(3) password hash (use a password-hash secret)",
+    );
+    git(&fx.repo, &["rm", "-q", "--cached", "host.nix"]);
+    std::fs::remove_file(fx.repo.join("host.nix")).unwrap();
 
     // A private key tracked (the host key copied out of .clawdlets).
     std::fs::copy(fx.host_key(), fx.repo.join("host.key")).unwrap();
@@ -1099,6 +1413,11 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
         "age1tsgxegc6vaetpdmp68jmtjhafvtr90ysset47eudxx9wu9e73sws7jmwkz".into();
     schema_validate(&enrolled).unwrap();
     clawdlets::fleet::parse(&enrolled.to_string(), Path::new("f")).unwrap();
+    // A generated login password with stronger rounds is valid for both.
+    let mut generated = example.clone();
+    generated["hosts"]["fleet-1"]["secrets"]["admin_password_hash"]["value"] = serde_json::json!({"kind": "password-hash", "generate": true, "length": 32, "rounds": 50000});
+    schema_validate(&generated).unwrap();
+    clawdlets::fleet::parse(&generated.to_string(), Path::new("f")).unwrap();
 
     const HOST: &str = "/hosts/fleet-1";
     type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
@@ -1176,6 +1495,30 @@ fn example_fleet_validates_against_the_schema_and_the_validator_and_both_reject_
                 v["operators"][0]["ageRecipient"] = "age1short".into();
             }),
             "operators[0].ageRecipient",
+        ),
+        (
+            "plaintext password for a neededForUsers secret (hashedPasswordFile needs a hash)",
+            Box::new(|v| {
+                *v.pointer_mut(&format!("{HOST}/secrets/admin_password_hash/value"))
+                    .unwrap() = serde_json::json!({"kind": "password", "length": 24});
+            }),
+            "hosts.fleet-1.secrets.admin_password_hash.value.kind",
+        ),
+        (
+            "password-hash length without generate",
+            Box::new(|v| {
+                v.pointer_mut(&format!("{HOST}/secrets/admin_password_hash/value"))
+                    .unwrap()["length"] = 24.into();
+            }),
+            "hosts.fleet-1.secrets.admin_password_hash.value.length",
+        ),
+        (
+            "password-hash rounds below the crypt(3) default",
+            Box::new(|v| {
+                v.pointer_mut(&format!("{HOST}/secrets/admin_password_hash/value"))
+                    .unwrap()["rounds"] = 1000.into();
+            }),
+            "hosts.fleet-1.secrets.admin_password_hash.value.rounds",
         ),
         (
             "extra field in value",

@@ -537,8 +537,37 @@ fn check_modes(repo: &Repo, fleet: Option<&Fleet>, out: &mut Vec<Finding>) {
     }
 }
 
+/// A `password-hash` secret must hold a crypt(3) hash: a plaintext there (e.g. a file made when
+/// the secret was declared `password`) cannot log anyone in and should not be stored. Says what
+/// is wrong, never the value.
+fn login_password_problem(
+    fleet: &crate::fleet::Fleet,
+    rel: &str,
+    entries: &[(String, crate::secret::SecretBytes)],
+) -> Option<String> {
+    let ["hosts", host, file] = rel.split('/').collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let name = file.strip_suffix(".yaml")?;
+    let spec = &fleet.hosts.get(host)?.secrets.get(name)?.value;
+    if !matches!(spec, crate::fleet::ValueSpec::PasswordHash { .. }) {
+        return None;
+    }
+    let value = entries.iter().find(|(k, _)| k == name).map(|(_, v)| v)?;
+    match super::passhash::check_crypt_hash(value.expose()) {
+        Some(Ok(_)) => None,
+        Some(Err(e)) => Some(format!(
+            "hosts.{host}.secrets.{name} is a password-hash secret: {e}"
+        )),
+        None => Some(format!(
+            "hosts.{host}.secrets.{name} is a password-hash secret but holds no crypt(3) hash (a plaintext password cannot log in); replace it: `clawdlets secrets set {host} {name}`"
+        )),
+    }
+}
+
 /// `--decrypt`: every sops file opens with the operator key (MAC verified); host files also open
-/// with the host's extra-files key. Values are dropped immediately, never compared or printed.
+/// with the host's extra-files key. Values are dropped immediately, never printed; only the
+/// values of `password-hash` secrets are looked at (is it a crypt hash?).
 fn check_decrypt(repo: &Repo, operator: Option<&str>) -> anyhow::Result<Vec<Finding>> {
     let fleet = crate::fleet::load(&repo.fleet_config())?;
     let name = super::keys::operator_name(repo, &fleet, operator)?;
@@ -558,17 +587,22 @@ fn check_decrypt(repo: &Repo, operator: Option<&str>) -> anyhow::Result<Vec<Find
         if engine::envelope(&bytes, &label).is_err() {
             continue; // reported as not-sops already
         }
-        if let Err(e) = engine::decrypt(&bytes, &op.identity, &label) {
-            out.push(f(
-                &label,
-                "decrypt",
-                format!("operator '{name}' cannot open it: {e}"),
-            ));
-        }
         let rel = path
             .strip_prefix(repo.secrets_dir())
             .map(|p| p.to_string_lossy().to_string())
             .unwrap_or_default();
+        match engine::decrypt(&bytes, &op.identity, &label) {
+            Err(e) => out.push(f(
+                &label,
+                "decrypt",
+                format!("operator '{name}' cannot open it: {e}"),
+            )),
+            Ok(entries) => {
+                if let Some(problem) = login_password_problem(&fleet, &rel, &entries) {
+                    out.push(f(&label, "password_hash", problem));
+                }
+            }
+        }
         if let ["hosts", host, _] = rel.split('/').collect::<Vec<_>>().as_slice() {
             let key = repo.extra_key(host);
             if key.exists() {

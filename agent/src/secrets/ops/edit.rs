@@ -155,7 +155,7 @@ fn run_editor(file: &Path) -> anyhow::Result<()> {
 
 pub fn run(args: EditArgs) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::open(&args.common)?;
-    super::declared(&ctx, &args.host, &args.name)?;
+    let spec = super::declared(&ctx, &args.host, &args.name)?.value.clone();
     let access = HostAccess::open(&ctx, &args.common, &args.host)?;
     let guard = args.guard.guard();
     if let Some(code) = super::refuse_early(&guard, &args.host, true) {
@@ -206,6 +206,9 @@ pub fn run(args: EditArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{label}: unchanged");
         return Ok(ExitCode::Success);
     }
+    // password-hash: a password typed over the hash is stored as its hash.
+    let field = format!("hosts.{}.secrets.{}", args.host, args.name);
+    let (new, how) = super::supplied_value(&spec, &field, new)?;
     let encrypted = super::encrypt_secret(&args.name, &new, &access.recipients(), &label)?;
     let mut plan = Plan::default();
     plan.write(
@@ -213,7 +216,7 @@ pub fn run(args: EditArgs) -> anyhow::Result<ExitCode> {
         encrypted.clone(),
         repo::FILE_MODE,
         true,
-        "edited value",
+        super::init::with_how("edited value".into(), how),
     );
     super::plan_extra_copy(&mut plan, &ctx.repo, &args.host, &args.name, &encrypted);
     tracing::info!(event = "secret_edited", host = %args.host, secret = %args.name, operator = %access.operator.name, "secret edit planned");

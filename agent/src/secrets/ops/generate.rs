@@ -9,6 +9,7 @@ use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
 use crate::fleet::ValueSpec;
+use crate::fleet::validate::{DEFAULT_HASH_ROUNDS, DEFAULT_PASSWORD_HASH_LENGTH};
 use crate::secret::SecretBytes;
 
 /// A freshly generated value and, for key pairs, its public half.
@@ -17,39 +18,71 @@ pub struct Generated {
     pub value: SecretBytes,
     /// OpenSSH public key line or WireGuard public key: safe to print.
     pub public: Option<String>,
+    /// A generated login password whose hash is `value`: the operator sees it once (on a
+    /// terminal, after the plan is applied); it is stored nowhere.
+    pub shown_once: Option<SecretBytes>,
 }
 
 /// Errors generating a value.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
-    /// `provided` values are not generated.
-    #[error("secret kind 'provided' has no generator")]
-    Provided,
+    /// `provided` values (and `password-hash` without `generate`) come from the operator.
+    #[error("secret kind '{0}' is supplied by the operator and has no generator")]
+    Provided(&'static str),
     /// The SSH key library failed (should not happen with a working OS RNG).
     #[error("cannot generate ssh key: {0}")]
     Ssh(String),
+    /// Hashing a generated login password failed.
+    #[error(transparent)]
+    PasswordHash(#[from] super::passhash::PassHashError),
+}
+
+impl GenerateError {
+    /// Stable machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GenerateError::Provided(_) => "generate_provided",
+            GenerateError::Ssh(_) => "generate_ssh",
+            GenerateError::PasswordHash(e) => e.kind(),
+        }
+    }
 }
 
 /// Generates a value for `spec`. `comment` labels SSH keys (e.g. "fleet-1/deploy_key").
 pub fn generate(spec: &ValueSpec, comment: &str) -> Result<Generated, GenerateError> {
+    let plain = |value| Generated {
+        value,
+        public: None,
+        shown_once: None,
+    };
     Ok(match spec {
-        ValueSpec::Provided => return Err(GenerateError::Provided),
-        ValueSpec::Hex { bytes } => Generated {
-            value: SecretBytes::new(hex::encode(random_bytes(*bytes)).into_bytes()),
-            public: None,
-        },
-        ValueSpec::Base64 { bytes } => Generated {
-            value: SecretBytes::new(
-                base64::engine::general_purpose::STANDARD
-                    .encode(random_bytes(*bytes))
-                    .into_bytes(),
-            ),
-            public: None,
-        },
-        ValueSpec::Password { length } => Generated {
-            value: password(*length as usize),
-            public: None,
-        },
+        ValueSpec::Provided
+        | ValueSpec::PasswordHash {
+            generate: false, ..
+        } => return Err(GenerateError::Provided(spec.kind())),
+        ValueSpec::Hex { bytes } => plain(SecretBytes::new(
+            hex::encode(random_bytes(*bytes)).into_bytes(),
+        )),
+        ValueSpec::Base64 { bytes } => plain(SecretBytes::new(
+            base64::engine::general_purpose::STANDARD
+                .encode(random_bytes(*bytes))
+                .into_bytes(),
+        )),
+        ValueSpec::Password { length } => plain(password(*length as usize)),
+        ValueSpec::PasswordHash {
+            generate: true,
+            length,
+            rounds,
+        } => {
+            let pw = password(length.unwrap_or(DEFAULT_PASSWORD_HASH_LENGTH) as usize);
+            let hash =
+                super::passhash::hash_password(pw.expose(), rounds.unwrap_or(DEFAULT_HASH_ROUNDS))?;
+            Generated {
+                value: hash,
+                public: None,
+                shown_once: Some(pw),
+            }
+        }
         ValueSpec::SshEd25519 => ssh_ed25519(comment)?,
         ValueSpec::Wireguard => wireguard(),
     })
@@ -90,6 +123,7 @@ pub fn ssh_ed25519(comment: &str) -> Result<Generated, GenerateError> {
     Ok(Generated {
         value: SecretBytes::new(private.as_bytes().to_vec()),
         public: Some(public),
+        shown_once: None,
     })
 }
 
@@ -107,6 +141,7 @@ pub fn wireguard() -> Generated {
     Generated {
         value: SecretBytes::new(b64.encode(secret.to_bytes()).into_bytes()),
         public: Some(b64.encode(public.as_bytes())),
+        shown_once: None,
     }
 }
 
@@ -172,6 +207,36 @@ mod tests {
                 counts[*c as usize]
             );
         }
+    }
+
+    #[test]
+    fn generated_login_password_is_stored_only_as_its_hash() {
+        let spec = ValueSpec::PasswordHash {
+            generate: true,
+            length: Some(20),
+            rounds: None,
+        };
+        let g = generate(&spec, "fleet-1/admin_password_hash").unwrap();
+        let pw = g.shown_once.expect("the password is shown once");
+        assert_eq!(pw.len(), 20);
+        assert!(g.value.expose().starts_with(b"$6$"));
+        assert!(super::super::passhash::verify(
+            pw.expose(),
+            g.value.expose()
+        ));
+        let stored = String::from_utf8(g.value.expose().to_vec()).unwrap();
+        assert!(!stored.contains(std::str::from_utf8(pw.expose()).unwrap()));
+        assert!(g.public.is_none(), "nothing public to print");
+
+        let supplied = ValueSpec::PasswordHash {
+            generate: false,
+            length: None,
+            rounds: None,
+        };
+        assert_eq!(
+            generate(&supplied, "x").unwrap_err().kind(),
+            "generate_provided"
+        );
     }
 
     #[test]

@@ -42,6 +42,9 @@ fn rules() -> &'static Rules {
                 (r(r"\bglpat-[A-Za-z0-9_-]{20,}"), "a GitLab token"),
                 (r(r"\b(?:sk|rk)_live_[A-Za-z0-9]{20,}"), "a Stripe live key"),
                 (r(r"\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}\b"), "a Discord bot token"),
+                // `hashedPassword = "$6$..."` in a Nix file: crackable offline once public; keep
+                // it in a `password-hash` secret (hashedPasswordFile) instead.
+                (r(r"\$(?:1|2[abxy]|5|6|7|y|gy)\$[./0-9A-Za-z=,$]{20,}"), "a crypt(3) password hash (use a password-hash secret)"),
             ],
             assignment: r(
                 r#"(?i)[A-Za-z0-9_.-]*(?:token|secret|passw(?:or)?d|passwd|api[_-]?key|private[_-]?key|auth[_-]?key|access[_-]?key|credential)[A-Za-z0-9_.-]*["']?\s*[:=]\s*["']?([A-Za-z0-9+/_.=-]{16,})"#,
@@ -163,6 +166,14 @@ mod tests {
             .is_empty()
         );
         assert!(scan("token: ${DISCORD_BOT_TOKEN}", true).is_empty());
+        let nix = r#"users.users.admin.hashedPassword = "$6$8Iw.EN2Ao8Im8Jmb$/exoAbCdEfGhIjKlMnOpQrStUvWxYz0123456789";"#;
+        assert_eq!(
+            scan(nix, true)[0].what,
+            "a crypt(3) password hash (use a password-hash secret)"
+        );
+        let yes = "hash: $y$j9T$F5Jx5fExrKuPp53xLKQ..1$.3PFyKl9LaVkmGGUtYhoTaXWsmDmJDamIF77y.E0et4";
+        assert_eq!(scan(yes, true).len(), 1);
+        assert!(scan("cost is $5 per month, $6 with tax", true).is_empty());
         assert!(scan("password_file = /run/secrets/admin_password_hash", true).is_empty());
         assert!(scan("-----BEGIN AGE ENCRYPTED FILE-----", true).is_empty());
         assert!(

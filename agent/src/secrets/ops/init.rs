@@ -215,26 +215,53 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             super::plan_extra_copy(&mut plan, repo, &args.host, name, &SecretBytes::new(bytes));
             continue;
         }
+        let field = format!("hosts.{}.secrets.{name}", args.host);
         let from_json = provided.as_ref().and_then(|p| p.get(name));
         let (value, note) = if let Some(v) = from_json {
-            (v.clone(), format!("{} from --from-json", spec.value.kind()))
+            let (v, how) = super::supplied_value(&spec.value, &field, v.clone())?;
+            (
+                v,
+                with_how(format!("{} from --from-json", spec.value.kind()), how),
+            )
         } else if spec.value.is_generated() {
+            if matches!(spec.value, ValueSpec::PasswordHash { .. }) && !guard.dry_run {
+                super::require_terminal_for_shown_once(&field)?;
+            }
             let g = generate::generate(&spec.value, &format!("{}/{name}", args.host))?;
             if let Some(public) = &g.public {
                 plan.notes.push(format!("public key of {name}: {public}"));
             }
+            if let Some(pw) = g.shown_once {
+                plan.shown_once
+                    .push((format!("{name} on {}", args.host), pw));
+            }
             (g.value, describe(&spec.value))
         } else if guard.dry_run {
-            plan.notes.push(format!("{name}: provided value needed (prompt, stdin via --from-json -, or --from-json FILE)"));
+            plan.notes.push(format!(
+                "{name}: {} value needed (prompt, stdin via --from-json -, or --from-json FILE)",
+                spec.value.kind()
+            ));
             (
                 SecretBytes::from("placeholder-never-written"),
-                "provided (value not read in a dry run)".to_string(),
+                format!("{} (value not read in a dry run)", spec.value.kind()),
             )
         } else if guard.interactive {
-            (
-                input::prompt_secret(&format!("value of {name} for {} (input hidden)", args.host))?,
-                "provided at the prompt".into(),
-            )
+            if matches!(spec.value, ValueSpec::PasswordHash { .. }) {
+                let v = input::prompt_confirmed(&format!(
+                    "login password {name} for {} (input hidden; only its hash is stored)",
+                    args.host
+                ))?;
+                let (v, how) = super::supplied_value(&spec.value, &field, v)?;
+                (v, with_how("password-hash at the prompt".into(), how))
+            } else {
+                (
+                    input::prompt_secret(&format!(
+                        "value of {name} for {} (input hidden)",
+                        args.host
+                    ))?,
+                    "provided at the prompt".into(),
+                )
+            }
         } else {
             missing.push(name.clone());
             continue;
@@ -254,7 +281,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             .collect();
         if !args.allow_missing {
             bail!(
-                "no value for provided secret(s) {} and stdin is not a terminal\nhint: pass --from-json FILE with {{\"secrets\": {{\"{}\": \"...\"}}}}, run on a terminal, or --allow-missing and `clawdlets secrets set` later",
+                "no value for operator-supplied secret(s) {} and stdin is not a terminal\nhint: pass --from-json FILE with {{\"secrets\": {{\"{}\": \"...\"}}}}, run on a terminal, or --allow-missing and `clawdlets secrets set` later",
                 fields.join(", "),
                 missing[0]
             );
@@ -303,8 +330,20 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     super::execute(&ctx, &plan, &guard, &args.host)
 }
 
+/// A plan note plus what happened to a supplied value ("stored as its sha-512-crypt hash").
+pub fn with_how(note: String, how: Option<String>) -> String {
+    match how {
+        Some(how) => format!("{note}, {how}"),
+        None => note,
+    }
+}
+
 fn describe(spec: &ValueSpec) -> String {
     match spec {
+        ValueSpec::PasswordHash { generate: true, .. } => {
+            "generated login password, stored as its sha-512-crypt hash (shown once)".into()
+        }
+        ValueSpec::PasswordHash { .. } => "password-hash".into(),
         ValueSpec::Hex { bytes } => format!("generated hex, {bytes} bytes"),
         ValueSpec::Base64 { bytes } => format!("generated base64, {bytes} bytes"),
         ValueSpec::Password { length } => format!("generated password, {length} chars"),

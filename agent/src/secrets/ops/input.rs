@@ -97,6 +97,17 @@ pub fn prompt_secret(label: &str) -> anyhow::Result<SecretBytes> {
     Ok(v)
 }
 
+/// Prompts twice without echo; refuses when the two entries differ (a typo in a login password
+/// would lock the operator out).
+pub fn prompt_confirmed(label: &str) -> anyhow::Result<SecretBytes> {
+    let v = prompt_secret(label)?;
+    let again = prompt_secret("again, to confirm")?;
+    if !v.ct_eq(again.expose()) {
+        bail!("the two entries differ; nothing written");
+    }
+    Ok(v)
+}
+
 /// Reads a value from stdin (not a terminal). One trailing newline is removed unless `raw`.
 pub fn read_stdin_value(raw: bool) -> anyhow::Result<SecretBytes> {
     let mut buf = Vec::new();

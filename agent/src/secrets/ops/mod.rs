@@ -15,6 +15,7 @@ pub mod hygiene;
 pub mod init;
 pub mod input;
 pub mod keys;
+pub mod passhash;
 pub mod plan;
 pub mod rekey;
 pub mod repo;
@@ -164,6 +165,7 @@ pub fn execute(
     match decision {
         Decision::Apply => {
             eprintln!("applied {} change(s)", plan.actions.len());
+            show_once(&plan.shown_once);
             Ok(ExitCode::Success)
         }
         Decision::DryRun => {
@@ -180,6 +182,62 @@ pub fn execute(
             eprintln!("refused: {why}");
             Ok(ExitCode::Failure)
         }
+    }
+}
+
+/// Prints generated login passwords once, on stderr (commands only generate them when stderr
+/// is a terminal: `require_terminal_for_shown_once`). Only their hashes are stored.
+fn show_once(items: &[(String, crate::secret::SecretBytes)]) {
+    use std::io::Write as _;
+    if items.is_empty() {
+        return;
+    }
+    let mut err = std::io::stderr().lock();
+    for (label, pw) in items {
+        let _ = writeln!(
+            err,
+            "\nnew password of {label} (shown once: only its hash is stored; keep it in your password manager now):"
+        );
+        let _ = err.write_all(b"    ");
+        // The one place a value is shown: a generated password, on the operator's terminal.
+        let _ = err.write_all(pw.expose());
+        let _ = err.write_all(b"\n\n");
+    }
+    let _ = err.flush();
+    tracing::info!(
+        event = "secrets_password_shown",
+        count = items.len(),
+        "generated login password(s) shown on the terminal"
+    );
+}
+
+/// Refuses to generate a login password that could not be shown: it is printed once on stderr
+/// and stored only as a hash, so stderr must be a terminal (not a log file or a CI capture).
+pub fn require_terminal_for_shown_once(field: &str) -> anyhow::Result<()> {
+    if std::io::stderr().is_terminal() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{field}: a generated login password is shown once on the terminal and stored only as its hash, but stderr is not a terminal\nhint: run on a terminal, or supply the password yourself (--from-json FILE, or `clawdlets secrets set` on stdin) and clawdlets stores its hash"
+    )
+}
+
+/// The value to store for an operator-supplied value of a secret of kind `spec`: for
+/// `password-hash`, a password becomes its SHA-512-crypt hash (an existing crypt hash is kept);
+/// every other kind stores what was supplied. Returns the value and, for password hashes, a
+/// note for the plan. Errors name `field`, never the value.
+pub fn supplied_value(
+    spec: &crate::fleet::ValueSpec,
+    field: &str,
+    value: crate::secret::SecretBytes,
+) -> anyhow::Result<(crate::secret::SecretBytes, Option<String>)> {
+    match spec {
+        crate::fleet::ValueSpec::PasswordHash { rounds, .. } => {
+            let rounds = rounds.unwrap_or(crate::fleet::validate::DEFAULT_HASH_ROUNDS);
+            let (v, how) = passhash::prepare(&value, rounds).with_context(|| field.to_string())?;
+            Ok((v, Some(how.describe())))
+        }
+        _ => Ok((value, None)),
     }
 }
 

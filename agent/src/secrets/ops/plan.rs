@@ -49,6 +49,9 @@ pub struct Plan {
     pub unchanged: Vec<PathBuf>,
     /// Lines printed after the plan (public keys, next steps). Never values.
     pub notes: Vec<String>,
+    /// Generated login passwords (label, password) that are stored only as hashes: shown once
+    /// on the terminal (stderr) after the plan is applied; never on stdout, in JSON or logs.
+    pub shown_once: Vec<(String, SecretBytes)>,
 }
 
 /// The operator's answer to "may this plan run", from flags and (on a terminal) prompts.

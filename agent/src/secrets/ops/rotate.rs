@@ -1,5 +1,6 @@
 //! `clawdlets secrets rotate HOST [NAME...]`: new values for a host's secrets. Without names,
-//! every generated secret rotates (provided ones too when `--from-json` carries them). Each file
+//! every generated secret rotates (provided ones too when `--from-json` carries them); login
+//! passwords (`password-hash`) rotate only when named or given in `--from-json`. Each file
 //! is encrypted afresh (new data key). Needs `--confirm HOST` or the host name at the prompt.
 //! Prints the new public halves (SSH, WireGuard) and the units to restart.
 
@@ -16,7 +17,7 @@ use crate::exit::ExitCode;
 pub struct RotateArgs {
     /// The host.
     pub host: String,
-    /// Secrets to rotate (default: every generated secret of the host).
+    /// Secrets to rotate (default: every generated secret of the host except login passwords).
     pub names: Vec<String>,
     /// New values for provided secrets: `{"secrets": {"NAME": "VALUE"}}` (`-` = stdin).
     #[arg(long, value_name = "FILE")]
@@ -61,7 +62,8 @@ pub fn run(args: RotateArgs) -> anyhow::Result<ExitCode> {
         host.secrets
             .iter()
             .filter(|(n, s)| {
-                s.value.is_generated() || provided.as_ref().is_some_and(|p| p.get(n).is_some())
+                s.value.rotates_by_default()
+                    || provided.as_ref().is_some_and(|p| p.get(n).is_some())
             })
             .map(|(n, _)| n.clone())
             .collect()
@@ -81,32 +83,56 @@ pub fn run(args: RotateArgs) -> anyhow::Result<ExitCode> {
         let spec = &host.secrets[name];
         let path = ctx.repo.host_secret(&args.host, name);
         let label = ctx.repo.rel(&path).to_string();
+        let field = format!("hosts.{}.secrets.{name}", args.host);
+        let is_login = matches!(spec.value, crate::fleet::ValueSpec::PasswordHash { .. });
         let (value, note) = if let Some(v) = provided.as_ref().and_then(|p| p.get(name)) {
-            (v.clone(), "new value from --from-json".to_string())
+            let (v, how) = super::supplied_value(&spec.value, &field, v.clone())?;
+            (
+                v,
+                super::init::with_how("new value from --from-json".into(), how),
+            )
         } else if spec.value.is_generated() {
+            if is_login && !guard.dry_run {
+                super::require_terminal_for_shown_once(&field)?;
+            }
             let g = generate::generate(&spec.value, &format!("{}/{name}", args.host))?;
             if let Some(public) = &g.public {
                 plan.notes
                     .push(format!("new public key of {name}: {public}"));
             }
+            if let Some(pw) = g.shown_once {
+                plan.shown_once
+                    .push((format!("{name} on {}", args.host), pw));
+            }
             (g.value, format!("new {} value", spec.value.kind()))
         } else if guard.dry_run {
             (
                 crate::secret::SecretBytes::from("placeholder-never-written"),
-                "provided (value not read in a dry run)".into(),
+                format!("{} (value not read in a dry run)", spec.value.kind()),
             )
         } else if guard.interactive {
-            (
-                input::prompt_secret(&format!(
-                    "new value of {name} for {} (input hidden)",
+            if is_login {
+                let v = input::prompt_confirmed(&format!(
+                    "new login password {name} for {} (input hidden; only its hash is stored)",
                     args.host
-                ))?,
-                "new value from the prompt".into(),
-            )
+                ))?;
+                let (v, how) = super::supplied_value(&spec.value, &field, v)?;
+                (
+                    v,
+                    super::init::with_how("new value from the prompt".into(), how),
+                )
+            } else {
+                (
+                    input::prompt_secret(&format!(
+                        "new value of {name} for {} (input hidden)",
+                        args.host
+                    ))?,
+                    "new value from the prompt".into(),
+                )
+            }
         } else {
             bail!(
-                "hosts.{}.secrets.{name} is provided by the operator: pass its new value with --from-json FILE or run on a terminal",
-                args.host
+                "{field} is supplied by the operator: pass its new value with --from-json FILE or run on a terminal"
             );
         };
         let encrypted = super::encrypt_secret(name, &value, &recipients, &label)?;

@@ -1,7 +1,8 @@
 //! `clawdlets secrets set HOST NAME`: sets one declared secret to a value read from stdin (or a
 //! hidden prompt on a terminal), encrypted to the host and the operators, and refreshes the
 //! extra-files copy. Replacing an existing value needs `--confirm HOST` (stdin carries the
-//! value, so there is nobody to ask). The value never appears in argv.
+//! value, so there is nobody to ask). The value never appears in argv. For a `password-hash`
+//! secret the value is the login password (or an existing crypt hash): only its hash is stored.
 
 use std::io::IsTerminal as _;
 
@@ -27,28 +28,32 @@ pub struct SetArgs {
 
 pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::open(&args.common)?;
-    super::declared(&ctx, &args.host, &args.name)?;
+    let spec = super::declared(&ctx, &args.host, &args.name)?.value.clone();
+    let field = format!("hosts.{}.secrets.{}", args.host, args.name);
     let access = HostAccess::open(&ctx, &args.common, &args.host)?;
     let mut guard = args.guard.guard();
     let path = ctx.repo.host_secret(&args.host, &args.name);
     if let Some(code) = super::refuse_early(&guard, &args.host, path.exists()) {
         return Ok(code);
     }
-    let value = if std::io::stdin().is_terminal() {
-        let v = input::prompt_secret(&format!(
-            "value of {} for {} (input hidden)",
-            args.name, args.host
-        ))?;
-        let again = input::prompt_secret("again")?;
-        if !v.ct_eq(again.expose()) {
-            anyhow::bail!("the two values differ; nothing written");
-        }
-        v
+    let is_login = matches!(spec, crate::fleet::ValueSpec::PasswordHash { .. });
+    let (value, source) = if std::io::stdin().is_terminal() {
+        let label = if is_login {
+            format!(
+                "login password {} for {} (input hidden; only its hash is stored)",
+                args.name, args.host
+            )
+        } else {
+            format!("value of {} for {} (input hidden)", args.name, args.host)
+        };
+        (input::prompt_confirmed(&label)?, "value from the prompt")
     } else {
         // stdin is the value: no prompt can follow.
         guard.interactive = false;
-        input::read_stdin_value(args.raw)?
+        (input::read_stdin_value(args.raw)?, "value from stdin")
     };
+    // password-hash: the password becomes its hash here; the plaintext goes no further.
+    let (value, how) = super::supplied_value(&spec, &field, value)?;
     let label = ctx.repo.rel(&path).to_string();
     let encrypted = super::encrypt_secret(&args.name, &value, &access.recipients(), &label)?;
     drop(value);
@@ -58,7 +63,7 @@ pub fn run(args: SetArgs) -> anyhow::Result<ExitCode> {
         encrypted.clone(),
         repo::FILE_MODE,
         true,
-        "value from stdin",
+        super::init::with_how(source.into(), how),
     );
     super::plan_extra_copy(&mut plan, &ctx.repo, &args.host, &args.name, &encrypted);
     plan.notes.push(format!("deploy: nixos-rebuild switch --flake .#{0} (or push secrets/hosts/{0}/ and run `clawdlets secrets install` on the host)", args.host));
