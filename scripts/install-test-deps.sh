@@ -8,9 +8,6 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 apt_pkgs=(age nftables iproute2 openssh-server nix-bin curl redis-server tinyproxy
-          sqlite3 util-linux passwd procps iputils-ping ncat systemd)
-          sqlite3 util-linux passwd procps iputils-ping ncat python3-jsonschema)
-          sqlite3 util-linux passwd procps iputils-ping ncat openssl)
           sqlite3 util-linux passwd procps iputils-ping ncat systemd python3-jsonschema
           openssl)
 missing=()

@@ -2,12 +2,12 @@
 //! shared harness lives in `common`. Tests drive the built `clawdlets` binary the way a user would.
 
 mod common;
+mod egress;
+mod install;
 mod nix_manifest;
 mod nix_rules;
+mod orchestrator;
 mod secrets_ops;
-mod install;
 mod sops;
 mod sops_stores;
 mod verify;
-mod egress;
-mod orchestrator;

@@ -5,11 +5,11 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod nsdns;
+pub mod orchestrator;
 pub mod probe;
 pub mod sops;
-pub mod nsdns;
 pub mod sops_fixtures;
-pub mod orchestrator;
 pub mod users;
 
 use std::path::{Path, PathBuf};
