@@ -54,7 +54,10 @@ impl Command {
         let daemon = match self {
             Command::EgressProxy(_) => true,
             Command::Orchestrator(args) => {
-                matches!(args.command, crate::orchestrator::OrchestratorCommand::Serve(_))
+                matches!(
+                    args.command,
+                    crate::orchestrator::OrchestratorCommand::Serve(_)
+                )
             }
             _ => false,
         };

@@ -139,13 +139,13 @@ pub fn validate(fleet: &Fleet) -> Vec<Problem> {
                 format!("'{}' must be x86_64-linux or aarch64-linux", host.system),
             );
         }
-        if let Some(t) = &host.target_host {
-            if t.trim().is_empty() || t.contains(char::is_whitespace) {
-                push(
-                    format!("{h}.targetHost"),
-                    "must be a non-empty ssh destination without spaces".into(),
-                );
-            }
+        if let Some(t) = &host.target_host
+            && (t.trim().is_empty() || t.contains(char::is_whitespace))
+        {
+            push(
+                format!("{h}.targetHost"),
+                "must be a non-empty ssh destination without spaces".into(),
+            );
         }
         for (i, key) in host.ssh_authorized_keys.iter().enumerate() {
             let ok = [
@@ -275,15 +275,15 @@ pub fn validate(fleet: &Fleet) -> Vec<Problem> {
                         ),
                         _ => {}
                     }
-                    if let Some(r) = rounds {
-                        if !(MIN_HASH_ROUNDS..=MAX_HASH_ROUNDS).contains(&r) {
-                            push(
-                                format!("{v}.rounds"),
-                                format!(
-                                    "must be between {MIN_HASH_ROUNDS} and {MAX_HASH_ROUNDS} (got {r})"
-                                ),
-                            );
-                        }
+                    if let Some(r) = rounds
+                        && !(MIN_HASH_ROUNDS..=MAX_HASH_ROUNDS).contains(&r)
+                    {
+                        push(
+                            format!("{v}.rounds"),
+                            format!(
+                                "must be between {MIN_HASH_ROUNDS} and {MAX_HASH_ROUNDS} (got {r})"
+                            ),
+                        );
                     }
                 }
                 _ => {}
@@ -298,13 +298,13 @@ pub fn validate(fleet: &Fleet) -> Vec<Problem> {
                 );
             }
             for (field, val) in [("owner", &secret.owner), ("group", &secret.group)] {
-                if let Some(val) = val {
-                    if !is_account_name(val) {
-                        push(
-                            format!("{s}.{field}"),
-                            format!("'{val}' is not a valid user or group name"),
-                        );
-                    }
+                if let Some(val) = val
+                    && !is_account_name(val)
+                {
+                    push(
+                        format!("{s}.{field}"),
+                        format!("'{val}' is not a valid user or group name"),
+                    );
                 }
             }
             if let Some(mode) = &secret.mode {

@@ -352,20 +352,20 @@ async fn enqueue(app: &Arc<App>, actor: &Actor, body: Incoming) -> Result<Resp, 
     let bytes = read_body(app, body, s.limits.max_body_bytes).await?;
     let b: EnqueueBody = parse(&bytes)?;
     check_version(b.protocol_version, true)?;
-    if let Some(r) = &b.requester {
-        if r.trim() != actor.name {
-            return Err(deny(
-                app,
-                actor,
-                "enqueue",
-                format!(
-                    "requester '{}' does not match the caller '{}'",
-                    one_line(r).chars().take(64).collect::<String>(),
-                    actor.name
-                ),
-            )
-            .await);
-        }
+    if let Some(r) = &b.requester
+        && r.trim() != actor.name
+    {
+        return Err(deny(
+            app,
+            actor,
+            "enqueue",
+            format!(
+                "requester '{}' does not match the caller '{}'",
+                one_line(r).chars().take(64).collect::<String>(),
+                actor.name
+            ),
+        )
+        .await);
     }
     if !valid_kind(&b.kind) {
         return Err(ApiError::bad("kind must be 1-64 of [a-z0-9._-]"));
@@ -942,15 +942,15 @@ async fn cattle_env(
 async fn read_secret(dir: &std::path::Path, key: &str) -> Option<crate::secret::SecretString> {
     for name in [key.to_string(), key.to_ascii_lowercase()] {
         let p = dir.join(&name);
-        if let Ok(meta) = tokio::fs::metadata(&p).await {
-            if meta.is_file() && meta.len() <= 64 * 1024 {
-                if let Ok(bytes) = tokio::fs::read(&p).await {
-                    let s = String::from_utf8(bytes).ok()?;
-                    return Some(crate::secret::SecretString::new(
-                        s.trim_end_matches('\n').to_string(),
-                    ));
-                }
-            }
+        if let Ok(meta) = tokio::fs::metadata(&p).await
+            && meta.is_file()
+            && meta.len() <= 64 * 1024
+            && let Ok(bytes) = tokio::fs::read(&p).await
+        {
+            let s = String::from_utf8(bytes).ok()?;
+            return Some(crate::secret::SecretString::new(
+                s.trim_end_matches('\n').to_string(),
+            ));
         }
     }
     None

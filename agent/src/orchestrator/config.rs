@@ -389,13 +389,13 @@ pub fn settle(raw: RawConfig, flags: &Flags) -> Result<Settings, OrchestratorErr
         base_url: c.base_url,
         labels: c.labels.unwrap_or_default(),
     };
-    if let Some(u) = &cattle.base_url {
-        if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return Err(invalid(
-                "cattle.baseUrl",
-                "must start with http:// or https://",
-            ));
-        }
+    if let Some(u) = &cattle.base_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        return Err(invalid(
+            "cattle.baseUrl",
+            "must start with http:// or https://",
+        ));
     }
     Ok(Settings {
         socket,

@@ -264,11 +264,11 @@ fn serve(s: config::Settings) -> anyhow::Result<ExitCode> {
         let _ = server.await;
         let _ = worker.await;
         let _ = timers.await;
-        if let cattle::Backend::Local(_) = &app.backend {
-            if let Ok(servers) = app.backend.list().await {
-                for sv in servers {
-                    let _ = app.backend.delete(&sv.id).await;
-                }
+        if let cattle::Backend::Local(_) = &app.backend
+            && let Ok(servers) = app.backend.list().await
+        {
+            for sv in servers {
+                let _ = app.backend.delete(&sv.id).await;
             }
         }
         anyhow::Ok(())

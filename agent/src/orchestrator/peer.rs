@@ -37,12 +37,11 @@ impl Resolver {
 
     /// The actor for `uid`, or `None` when the uid has no user entry.
     pub fn resolve(&self, uid: u32) -> Option<Actor> {
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((at, a)) = cache.get(&uid) {
-                if at.elapsed() < self.ttl {
-                    return a.clone();
-                }
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some((at, a)) = cache.get(&uid)
+            && at.elapsed() < self.ttl
+        {
+            return a.clone();
         }
         let actor = lookup(uid, self.admin_group.as_deref());
         if let Ok(mut cache) = self.cache.lock() {

@@ -393,10 +393,10 @@ impl Cipher {
         }
         let (plain, kind, iv) = self.decrypt_raw(enc, aad)?;
         let value = typed_value(plain, kind)?;
-        if self.record {
-            if let Some((bytes, k)) = plain_bytes(&value) {
-                self.stash.insert((aad.to_string(), k, bytes.to_vec()), iv);
-            }
+        if self.record
+            && let Some((bytes, k)) = plain_bytes(&value)
+        {
+            self.stash.insert((aad.to_string(), k, bytes.to_vec()), iv);
         }
         Ok(value)
     }

@@ -289,10 +289,8 @@ impl Metadata {
         }
         out.push(pair("lastmodified", Value::str(&self.lastmodified)));
         out.push(pair("mac", Value::str(&self.mac)));
-        if single {
-            if let Some((_, v)) = self.key_groups[0].other.iter().find(|(n, _)| n == "pgp") {
-                out.push(pair("pgp", v.clone()));
-            }
+        if single && let Some((_, v)) = self.key_groups[0].other.iter().find(|(n, _)| n == "pgp") {
+            out.push(pair("pgp", v.clone()));
         }
         // `Default` means no rule field at all (sops' binary store); anything else is written.
         if self.rule != EncryptionRule::Default {

@@ -380,13 +380,13 @@ impl<'a, 't> Walker<'a, 't> {
                     SopsError::Encrypt(format!("{}: {e}", render_shown(&self.shown)))
                 })?;
                 if is_comment {
-                    if let Some(r) = self.rule.unenc_comment_regex() {
-                        if r.is_match(&enc) {
-                            return Err(SopsError::Encrypt(format!(
-                                "an encrypted comment at {} matches unencrypted_comment_regex; choose a regex that cannot match encrypted comments",
-                                render_shown(&self.shown)
-                            )));
-                        }
+                    if let Some(r) = self.rule.unenc_comment_regex()
+                        && r.is_match(&enc)
+                    {
+                        return Err(SopsError::Encrypt(format!(
+                            "an encrypted comment at {} matches unencrypted_comment_regex; choose a regex that cannot match encrypted comments",
+                            render_shown(&self.shown)
+                        )));
                     }
                     return Ok(Value::Comment(enc));
                 }

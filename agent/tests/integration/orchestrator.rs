@@ -439,8 +439,8 @@ fn orchestrator_kill9_under_load_loses_no_acknowledged_job() {
                 }
                 if t % 2 == 0 {
                     let (st, v) = http(&socket, "POST", "/v1/jobs/claim", Some(b"{\"kinds\":[\"load.job\"]}"));
-                    if st == 200 {
-                        if let Some(j) = v["jobs"].as_array().and_then(|a| a.first()) {
+                    if st == 200
+                        && let Some(j) = v["jobs"].as_array().and_then(|a| a.first()) {
                             let id = j["jobId"].as_str().unwrap().to_string();
                             let body = json!({"leaseToken": j["leaseToken"], "result": {"ok": true}});
                             let (st, _) = http(&socket, "POST", &format!("/v1/jobs/{id}/complete"), Some(body.to_string().as_bytes()));
@@ -448,7 +448,6 @@ fn orchestrator_kill9_under_load_loses_no_acknowledged_job() {
                                 completed.push(id);
                             }
                         }
-                    }
                 }
             }
             (acked, completed)

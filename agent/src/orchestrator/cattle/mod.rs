@@ -157,15 +157,14 @@ pub fn validate_spawn(
         ("location", &p.location),
         ("image", &p.image),
     ] {
-        if let Some(v) = v {
-            if v.is_empty()
+        if let Some(v) = v
+            && (v.is_empty()
                 || v.len() > 64
                 || !v
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                return Err(CattleError::Payload(format!("{field} is not a valid name")));
-            }
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        {
+            return Err(CattleError::Payload(format!("{field} is not a valid name")));
         }
     }
     Ok(Spawn {

@@ -442,28 +442,27 @@ fn mode_of(p: &Path) -> Option<u32> {
 
 fn check_modes(repo: &Repo, fleet: Option<&Fleet>, out: &mut Vec<Finding>) {
     let rt = repo.runtime_dir();
-    if let Some(m) = mode_of(&rt) {
-        if m & 0o077 != 0 {
-            out.push(f(
-                ".clawdlets",
-                "mode",
-                format!("mode {m:04o}: must not be accessible by other users (0700)"),
-            ));
-        }
+    if let Some(m) = mode_of(&rt)
+        && m & 0o077 != 0
+    {
+        out.push(f(
+            ".clawdlets",
+            "mode",
+            format!("mode {m:04o}: must not be accessible by other users (0700)"),
+        ));
     }
     if let Ok(rd) = std::fs::read_dir(repo.operator_keys_dir()) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "agekey") {
-                if let Some(m) = mode_of(&p) {
-                    if m & 0o077 != 0 {
-                        out.push(f(
-                            repo.rel(&p),
-                            "mode",
-                            format!("operator key has mode {m:04o}: must be 0600"),
-                        ));
-                    }
-                }
+            if p.extension().is_some_and(|x| x == "agekey")
+                && let Some(m) = mode_of(&p)
+                && m & 0o077 != 0
+            {
+                out.push(f(
+                    repo.rel(&p),
+                    "mode",
+                    format!("operator key has mode {m:04o}: must be 0600"),
+                ));
             }
         }
     }
@@ -479,10 +478,10 @@ fn check_modes(repo: &Repo, fleet: Option<&Fleet>, out: &mut Vec<Finding>) {
             } else {
                 base.join(sub)
             };
-            if let Some(m) = mode_of(&p) {
-                if m != *want {
-                    out.push(f(repo.rel(&p), "mode", format!("mode {m:04o}, expected {want:04o} (nixos-anywhere copies modes onto the host)")));
-                }
+            if let Some(m) = mode_of(&p)
+                && m != *want
+            {
+                out.push(f(repo.rel(&p), "mode", format!("mode {m:04o}, expected {want:04o} (nixos-anywhere copies modes onto the host)")));
             }
         }
         let key = repo.extra_key(&host);
@@ -504,26 +503,26 @@ fn check_modes(repo: &Repo, fleet: Option<&Fleet>, out: &mut Vec<Finding>) {
             }
         }
         let dir = repo.extra_secrets_dir(&host);
-        if let Some(m) = mode_of(&dir) {
-            if m != repo::HOST_SECRETS_DIR_MODE {
-                out.push(f(
-                    repo.rel(&dir),
-                    "mode",
-                    format!("mode {m:04o}, expected 0700"),
-                ));
-            }
+        if let Some(m) = mode_of(&dir)
+            && m != repo::HOST_SECRETS_DIR_MODE
+        {
+            out.push(f(
+                repo.rel(&dir),
+                "mode",
+                format!("mode {m:04o}, expected 0700"),
+            ));
         }
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let p = e.path();
-                if let Some(m) = mode_of(&p) {
-                    if m != repo::EXTRA_SECRET_MODE {
-                        out.push(f(
-                            repo.rel(&p),
-                            "mode",
-                            format!("mode {m:04o}, expected 0400"),
-                        ));
-                    }
+                if let Some(m) = mode_of(&p)
+                    && m != repo::EXTRA_SECRET_MODE
+                {
+                    out.push(f(
+                        repo.rel(&p),
+                        "mode",
+                        format!("mode {m:04o}, expected 0400"),
+                    ));
                 }
                 let name = e.file_name().to_string_lossy().to_string();
                 let source = repo.host_secrets_dir(&host).join(&name);

@@ -42,18 +42,16 @@ impl Drop for PrivateDir {
     fn drop(&mut self) {
         if let Ok(rd) = std::fs::read_dir(&self.path) {
             for e in rd.flatten() {
-                if let Ok(meta) = e.metadata() {
-                    if meta.is_file() {
-                        if let Ok(mut f) = std::fs::OpenOptions::new()
-                            .write(true)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(e.path())
-                        {
-                            use std::io::Write as _;
-                            let _ = f.write_all(&vec![0u8; meta.len() as usize]);
-                            let _ = f.sync_all();
-                        }
-                    }
+                if let Ok(meta) = e.metadata()
+                    && meta.is_file()
+                    && let Ok(mut f) = std::fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(e.path())
+                {
+                    use std::io::Write as _;
+                    let _ = f.write_all(&vec![0u8; meta.len() as usize]);
+                    let _ = f.sync_all();
                 }
             }
         }
@@ -107,10 +105,10 @@ fn private_dir_in(candidates: &[PathBuf], allow_persistent: bool) -> anyhow::Res
 
 fn editor() -> String {
     for var in ["VISUAL", "EDITOR"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.trim().is_empty() {
-                return v;
-            }
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return v;
         }
     }
     "vi".to_string()

@@ -197,10 +197,10 @@ pub fn read_host_key(
     let text = std::str::from_utf8(secret.1.expose())
         .with_context(|| format!("{label}: '{HOST_SECRET_KEY}' is not text"))?;
     let key = AgeKey::from_secret(text).with_context(|| format!("{label}: '{HOST_SECRET_KEY}'"))?;
-    if let Some((_, public)) = entries.iter().find(|(k, _)| k == HOST_PUBLIC_KEY) {
-        if public.expose() != key.recipient.as_bytes() {
-            bail!("{label}: '{HOST_PUBLIC_KEY}' does not match '{HOST_SECRET_KEY}'");
-        }
+    if let Some((_, public)) = entries.iter().find(|(k, _)| k == HOST_PUBLIC_KEY)
+        && public.expose() != key.recipient.as_bytes()
+    {
+        bail!("{label}: '{HOST_PUBLIC_KEY}' does not match '{HOST_SECRET_KEY}'");
     }
     Ok(Some(key))
 }

@@ -112,10 +112,10 @@ impl Keyring {
         if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
             for name in ["id_ed25519", "id_rsa"] {
                 let p = Path::new(&home).join(".ssh").join(name);
-                if p.is_file() {
-                    if let Err(e) = self.add_ssh_key_file(&p) {
-                        tracing::debug!(path = %p.display(), error = %e, "skipping default ssh key");
-                    }
+                if p.is_file()
+                    && let Err(e) = self.add_ssh_key_file(&p)
+                {
+                    tracing::debug!(path = %p.display(), error = %e, "skipping default ssh key");
                 }
             }
         }
