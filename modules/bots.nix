@@ -4,6 +4,7 @@
 # are added by egress.nix; the secrets a bot lists restart its units when they change.
 { config, lib, ... }:
 let
+  sandbox = import ./lib/sandbox.nix;
   inherit (lib) mkOption mkIf types;
   cfg = config.clawdlets;
 
@@ -47,7 +48,7 @@ let
     wants = [ "network-online.target" ];
     after = [ "network-online.target" ];
     inherit (b) environment;
-    serviceConfig = {
+    serviceConfig = sandbox // {
       ExecStart = b.command;
       User = b.user;
       Group = b.user;
@@ -56,36 +57,11 @@ let
       WorkingDirectory = "/var/lib/clawdlets-bots/${name}";
       Restart = "on-failure";
       RestartSec = 5;
-      UMask = "0077";
-      NoNewPrivileges = true;
-      PrivateTmp = true;
-      PrivateDevices = true;
-      ProtectSystem = "strict";
-      ProtectHome = true;
-      ProtectProc = "invisible";
-      ProcSubset = "pid";
-      ProtectKernelTunables = true;
-      ProtectKernelModules = true;
-      ProtectKernelLogs = true;
-      ProtectControlGroups = true;
-      ProtectClock = true;
-      ProtectHostname = true;
-      RestrictNamespaces = true;
-      RestrictRealtime = true;
-      RestrictSUIDSGID = true;
-      LockPersonality = true;
-      PrivateMounts = true;
-      RemoveIPC = true;
       # Kernel uids are unchanged (nft skuid, SO_PEERCRED at the orchestrator, file owners);
       # the bot just cannot see or signal other users' processes by uid.
       PrivateUsers = true;
       # No MemoryDenyWriteExecute: bot runtimes (node, JIT) need W+X mappings.
-      CapabilityBoundingSet = "";
-      AmbientCapabilities = "";
-      SystemCallArchitectures = "native";
-      SystemCallFilter = [ "@system-service" "~@privileged" ];
       RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" ];
-      LimitCORE = 0;
     };
   };
 in

@@ -9,6 +9,7 @@
 # settings of bot services.
 { config, lib, pkgs, ... }:
 let
+  sandbox = import ./lib/sandbox.nix;
   inherit (lib) mkOption mkIf types;
   cfg = config.clawdlets;
   ecfg = cfg.egress;
@@ -177,7 +178,7 @@ in
         # The config sits at a stable path so a changed allowlist is a SIGHUP reload (open tunnels
         # survive), not a restart.
         reloadTriggers = [ proxyConfigFile ];
-        serviceConfig = {
+        serviceConfig = sandbox // {
           Type = "notify";
           NotifyAccess = "main";
           ExecStart = "${cfg.package}/bin/clawdlets egress-proxy --config /etc/clawdlets/egress-proxy.json";
@@ -186,33 +187,10 @@ in
           Group = "clawdlets-proxy";
           Restart = "always";
           RestartSec = 2;
-          NoNewPrivileges = true;
-          PrivateTmp = true;
-          PrivateDevices = true;
-          ProtectSystem = "strict";
-          ProtectHome = true;
-          ProtectProc = "invisible";
-          ProcSubset = "pid";
-          ProtectKernelTunables = true;
-          ProtectKernelModules = true;
-          ProtectKernelLogs = true;
-          ProtectControlGroups = true;
-          ProtectClock = true;
-          ProtectHostname = true;
-          RestrictNamespaces = true;
-          RestrictRealtime = true;
-          RestrictSUIDSGID = true;
-          LockPersonality = true;
           MemoryDenyWriteExecute = true;
-          PrivateMounts = true;
-          RemoveIPC = true;
           # No PrivateUsers: the proxy maps connections to bot users by uid.
-          CapabilityBoundingSet = "";
-          SystemCallArchitectures = "native";
-          SystemCallFilter = [ "@system-service" "~@privileged" ];
           # AF_NETLINK: the caller's uid comes from the kernel's socket diagnostics (sock_diag).
           RestrictAddressFamilies = [ "AF_UNIX" "AF_INET" "AF_INET6" "AF_NETLINK" ];
-          UMask = "0077";
         };
       };
       environment.etc."clawdlets/egress-proxy.json".source = proxyConfigFile;

@@ -5,6 +5,7 @@
 # SO_PEERCRED, which is why PrivateUsers= stays off (it would map every bot uid to nobody).
 { config, lib, pkgs, ... }:
 let
+  sandbox = import ./lib/sandbox.nix;
   inherit (lib) mkOption mkEnableOption mkIf types literalExpression;
   cfg = config.services.clfOrchestrator;
   jsonFormat = pkgs.formats.json { };
@@ -153,7 +154,7 @@ in
       requires = lib.optional cfg.socketActivation "clf-orchestrator.socket";
       after = lib.optional cfg.socketActivation "clf-orchestrator.socket" ++ [ "network.target" ];
       restartTriggers = [ configFile ];
-      serviceConfig = {
+      serviceConfig = sandbox // {
         Type = "notify";
         NotifyAccess = "main";
         WatchdogSec = cfg.watchdogSec;
@@ -171,42 +172,18 @@ in
         # this service when it binds the socket itself).
         RuntimeDirectory = if cfg.socketActivation then "clf-orchestrator" else builtins.baseNameOf (builtins.dirOf cfg.socket);
         RuntimeDirectoryMode = if cfg.socketActivation then "0700" else "0755";
-        UMask = "0077";
 
-        # Sandbox (systemd-analyze security clf-orchestrator.service).
-        NoNewPrivileges = true;
-        CapabilityBoundingSet = "";
-        AmbientCapabilities = "";
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
+        # Sandbox beyond the shared baseline (systemd-analyze security clf-orchestrator.service).
         DevicePolicy = "closed";
         PrivateNetwork = !needsNetwork;
         PrivateIPC = true;
-        PrivateMounts = true;
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectClock = true;
-        ProtectHostname = true;
-        ProtectProc = "invisible";
-        ProcSubset = "pid";
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
         MemoryDenyWriteExecute = true;
-        RemoveIPC = true;
         KeyringMode = "private";
-        SystemCallArchitectures = "native";
         SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
         SystemCallErrorNumber = "EPERM";
         RestrictAddressFamilies = [ "AF_UNIX" ] ++ lib.optionals needsNetwork [ "AF_INET" "AF_INET6" ];
         IPAddressDeny = "any";
         IPAddressAllow = [ "localhost" ] ++ cfg.allowedAddresses;
-        LimitCORE = 0;
       };
     };
   };
