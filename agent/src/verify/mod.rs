@@ -26,7 +26,7 @@ use crate::exit::ExitCode;
 use config::VerifyConfig;
 use host::Host;
 use report::{Check, Report};
-use runner::{Runner, SystemRunner};
+use runner::SystemRunner;
 
 /// Default location of the policy file the NixOS module installs.
 pub const DEFAULT_CONFIG: &str = "/etc/clawdlets/verify.json";
@@ -58,7 +58,8 @@ pub struct VerifyArgs {
     /// Check HOST from this machine: TCP/22 reachability and repo secret hygiene.
     #[arg(long, value_name = "HOST")]
     pub remote: Option<String>,
-    /// Repository to run the hygiene part of --remote in (default: current directory).
+    /// Fleet repository for the hygiene part of --remote (default: the current directory or the
+    /// nearest parent with fleet/clawdlets.json).
     #[arg(long, value_name = "DIR", requires = "remote")]
     pub repo: Option<PathBuf>,
 }
@@ -159,17 +160,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Some(p) => VerifyConfig::load(p, false)?,
             None => VerifyConfig::default(),
         };
-        // The hygiene part runs `clawdlets secrets check` inside the repository.
-        let repo_runner = SystemRunner {
-            timeout: std::time::Duration::from_secs(120),
-            cwd: args.repo.clone(),
-        };
-        let checks = remote::run(
-            target,
-            &cfg,
-            args.repo.as_deref(),
-            &repo_runner as &dyn Runner,
-        );
+        let checks = remote::run(target, &cfg, args.repo.as_deref());
         let report = Report::new(
             "remote",
             target.clone(),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::config::{SshExposure, VerifyConfig};
 use super::report::Check;
-use super::runner::Runner;
 
 /// What a TCP connect attempt found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,49 +76,52 @@ fn ssh_check(target: &str, cfg: &VerifyConfig) -> Check {
 
 /// Findings of `secrets check --json` (`{"ok": bool, "findings": [{path, kind, message}]}`)
 /// as evidence lines; the raw output when it is not that shape.
-fn findings(stdout: &str) -> Vec<String> {
-    let parsed: Option<Vec<String>> = serde_json::from_str::<serde_json::Value>(stdout)
-        .ok()
-        .and_then(|v| {
-            v.get("findings")?.as_array().map(|a| {
-                a.iter()
-                    .map(|f| {
-                        let s =
-                            |k: &str| f.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
-                        format!("{}: {} [{}]", s("path"), s("message"), s("kind"))
-                    })
-                    .collect()
-            })
-        });
-    parsed.unwrap_or_else(|| stdout.lines().map(str::to_string).collect())
-}
-
-fn hygiene_check(repo: Option<&Path>, runner: &dyn Runner) -> Check {
+fn hygiene_check(repo: Option<&Path>) -> Check {
+    use crate::secrets::ops::{check, repo::Repo};
     const ID: &str = "remote.secrets-hygiene";
-    let exe = std::env::current_exe()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "clawdlets".into());
-    let dir = repo
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| ".".into());
-    // Run inside the repository (the runner's working directory).
-    match runner.run(&exe, &["secrets", "check", "--json"]) {
-        Err(e) => Check::skip(ID, format!("`clawdlets secrets check` could not run: {e}")),
-        Ok(out) if out.status == Some(2) && out.stderr.contains("unrecognized subcommand") => {
-            Check::skip(
-                ID,
-                "`clawdlets secrets check` is not available in this build",
-            )
+    let repo = match repo {
+        Some(dir) => match std::path::absolute(dir) {
+            Ok(abs) => Repo::new(abs),
+            Err(e) => {
+                return Check::inconclusive(
+                    ID,
+                    vec![format!("cannot resolve --repo '{}': {e}", dir.display())],
+                    "pass an existing fleet repository with --repo DIR",
+                );
+            }
+        },
+        None => {
+            let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+            match Repo::discover(&cwd) {
+                Some(repo) => repo,
+                None => {
+                    return Check::skip(
+                        ID,
+                        format!(
+                            "no fleet repository (fleet/clawdlets.json) in '{}' or its parents; pass --repo DIR",
+                            cwd.display()
+                        ),
+                    );
+                }
+            }
         }
-        Ok(out) if out.success() => Check::pass(
+    };
+    let dir = repo.root.display().to_string();
+    match check::check(&repo) {
+        Ok(findings) if findings.is_empty() => Check::pass(
             ID,
             vec![format!("`clawdlets secrets check` is clean in {dir}")],
         ),
-        Ok(out) if out.status == Some(1) => {
-            let mut ev: Vec<String> = findings(&out.stdout).into_iter().take(20).collect();
-            ev.insert(
-                0,
-                format!("`clawdlets secrets check` found problems in {dir}"),
+        Ok(findings) => {
+            let mut ev = vec![format!(
+                "`clawdlets secrets check` found {} problem(s) in {dir}",
+                findings.len()
+            )];
+            ev.extend(
+                findings
+                    .iter()
+                    .take(20)
+                    .map(|f| format!("{}: {} [{}]", f.path, f.message, f.kind)),
             );
             Check::fail(
                 ID,
@@ -127,45 +129,21 @@ fn hygiene_check(repo: Option<&Path>, runner: &dyn Runner) -> Check {
                 "run `clawdlets secrets check` in the repository and fix what it reports",
             )
         }
-        Ok(out) => Check::inconclusive(
+        Err(e) => Check::inconclusive(
             ID,
-            vec![format!(
-                "secrets check could not run: {}",
-                out.stderr.trim()
-            )],
-            "run it by hand to see why",
+            vec![format!("secrets check could not run in {dir}: {e:#}")],
+            "run `clawdlets secrets check` there by hand to see why",
         ),
     }
 }
 
 /// The remote checks, in report order.
-pub fn run(
-    target: &str,
-    cfg: &VerifyConfig,
-    repo: Option<&Path>,
-    runner: &dyn Runner,
-) -> Vec<Check> {
+pub fn run(target: &str, cfg: &VerifyConfig, repo: Option<&Path>) -> Vec<Check> {
     let t = std::time::Instant::now();
     let mut a = ssh_check(target, cfg);
     a.duration_ms = t.elapsed().as_millis() as u64;
     let t = std::time::Instant::now();
-    let mut b = hygiene_check(repo, runner);
+    let mut b = hygiene_check(repo);
     b.duration_ms = t.elapsed().as_millis() as u64;
     vec![a, b]
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secrets_check_json_findings_become_evidence() {
-        let out = r#"{"ok": false, "findings": [{"path": "secrets/hosts/a/x.yaml", "kind": "not-sops", "message": "not a sops file"}]}"#;
-        assert_eq!(
-            super::findings(out),
-            vec!["secrets/hosts/a/x.yaml: not a sops file [not-sops]".to_string()]
-        );
-        assert_eq!(
-            super::findings("plain line"),
-            vec!["plain line".to_string()]
-        );
-    }
 }

@@ -546,21 +546,26 @@ fn remote_ssh_open_closed_filtered() {
         "eth0",
         "203.0.113.2/24",
     );
-    let remote = |policy: &str| -> (i32, Value) {
+    let remote_in = |policy: &str, repo: Option<&std::path::Path>| -> (i32, Value) {
         let dir = sandbox();
         let cfg = dir.path().join("verify.json");
         std::fs::write(&cfg, format!(r#"{{"sshExposure": "{policy}"}}"#)).unwrap();
-        let out = common::run(
-            op.cmd(common::bin().to_str().unwrap())
-                .args(["verify", "--json", "--remote", "203.0.113.1", "--config"])
-                .arg(&cfg)
-                .env("HOME", dir.path()),
-        );
+        let mut cmd = op.cmd(common::bin().to_str().unwrap());
+        cmd.args(["verify", "--json", "--remote", "203.0.113.1", "--config"])
+            .arg(&cfg)
+            .env("HOME", dir.path())
+            // No fleet repository in /tmp or above it: hygiene is skipped unless --repo.
+            .current_dir(std::env::temp_dir());
+        if let Some(repo) = repo {
+            cmd.arg("--repo").arg(repo);
+        }
+        let out = common::run(&mut cmd);
         (
             out.status.code().unwrap(),
             serde_json::from_slice(&out.stdout).unwrap(),
         )
     };
+    let remote = |policy: &str| remote_in(policy, None);
     // Closed: nothing listens, the kernel answers with a RST.
     let (code, r) = remote("tailnet");
     assert_eq!(r["mode"], "remote");
@@ -568,6 +573,18 @@ fn remote_ssh_open_closed_filtered() {
     assert_eq!(status(&r, "remote.ssh"), "pass");
     assert_eq!(status(&r, "remote.secrets-hygiene"), "skip", "{r}");
     assert_eq!(code, 0);
+    // This project's own repository tracks a throwaway private key (a test fixture), which the
+    // in-process `secrets check` must report: the hygiene part really runs.
+    let project = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let (code, r) = remote_in("tailnet", Some(project));
+    assert_eq!(status(&r, "remote.secrets-hygiene"), "fail", "{r}");
+    assert!(
+        evidence(&r, "remote.secrets-hygiene").contains("[tracked-private-key]"),
+        "{r}"
+    );
+    assert_eq!(code, 1);
     // Open: a listener on 22 — a failure for a tailnet-only host, fine for bootstrap.
     let _l = probe_listener(&host);
     let (code, r) = remote("tailnet");
