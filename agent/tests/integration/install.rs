@@ -523,13 +523,16 @@ fn crash_consistency_under_kill_9() {
     let user = TestUser::create("clfk", &[]);
     let h = Host::new();
     let versions = ["v1", "v2"];
+    // Enough secrets that writing a generation takes a real share of a run, so random kills land
+    // inside the write phase on a fast idle machine too, not only under load.
+    const N: usize = 48;
     let value = |v: &str, k: usize| format!("{v}-{k}-{}", "s".repeat(4096));
     let mut manifests = Vec::new();
     for v in versions {
         let file = format!("/var/lib/secrets/{v}.yaml");
-        let body: String = (0..6).map(|k| format!("k{k}: {}\n", value(v, k))).collect();
+        let body: String = (0..N).map(|k| format!("k{k}: {}\n", value(v, k))).collect();
         h.sops_file(&file, "yaml", &body);
-        let secrets: Vec<Value> = (0..6)
+        let secrets: Vec<Value> = (0..N)
             .map(|k| {
                 let owner = if k % 2 == 0 {
                     json!({"owner": user.name, "group": user.name, "mode": "0440"})
@@ -567,7 +570,7 @@ fn crash_consistency_under_kill_9() {
         } else {
             "v2"
         };
-        for k in 0..6 {
+        for k in 0..N {
             let rel = format!("run/secrets/d{}/s{k}", k % 3);
             assert_eq!(
                 h.read(&rel),
