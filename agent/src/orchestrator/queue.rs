@@ -41,9 +41,16 @@ pub struct JobRow {
     pub result_json: Option<String>,
 }
 
-const COLUMNS: &str = "job_id, kind, payload_json, requester, requester_uid, idempotency_key, status, \
-    priority, run_at, created_at, updated_at, attempt, max_attempts, locked_by, lease_until, \
-    lease_token, last_error, result_json";
+/// The job columns `row_to_job` reads, as a literal so hot-path SQL is built with `concat!` at
+/// compile time instead of `format!` on every request.
+macro_rules! columns {
+    () => {
+        "job_id, kind, payload_json, requester, requester_uid, idempotency_key, status, \
+         priority, run_at, created_at, updated_at, attempt, max_attempts, locked_by, lease_until, \
+         lease_token, last_error, result_json"
+    };
+}
+const COLUMNS: &str = columns!();
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -164,7 +171,11 @@ pub fn new_job_id(now: i64) -> String {
 
 /// Loads one job regardless of visibility.
 pub fn load(conn: &Connection, job_id: &str) -> Result<Option<JobRow>, StoreError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE job_id = ?1"))?;
+    let mut st = conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobs WHERE job_id = ?1"
+    ))?;
     Ok(st.query_row([job_id], row_to_job).optional()?)
 }
 
@@ -460,10 +471,11 @@ pub fn claim(
     let mut out = Vec::with_capacity(ids.len());
     let lease_until = now + req.lease_ms;
     for id in ids {
-        let mut st = conn.prepare_cached(&format!(
+        let mut st = conn.prepare_cached(concat!(
             "UPDATE jobs SET status = 'running', attempt = attempt + 1, locked_by = ?2, \
              locked_by_uid = ?3, lease_until = ?4, lease_token = lease_token + 1, updated_at = ?5 \
-             WHERE job_id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
+             WHERE job_id = ?1 AND status = 'queued' RETURNING ",
+            columns!()
         ))?;
         let job = st
             .query_row(
@@ -497,8 +509,10 @@ fn leased(
     now: i64,
     action: &str,
 ) -> Result<JobRow, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS}, locked_by_uid FROM jobs WHERE job_id = ?1"
+    let mut st = conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        ", locked_by_uid FROM jobs WHERE job_id = ?1"
     ))?;
     let found = st
         .query_row([job_id], |r| {
@@ -562,9 +576,10 @@ pub fn complete(
 ) -> Result<JobRow, StoreError> {
     let job = leased(conn, actor, job_id, lease_token, now, "complete")?;
     let done = conn
-        .prepare_cached(&format!(
+        .prepare_cached(concat!(
             "UPDATE jobs SET status = 'done', result_json = ?2, updated_at = ?3, lease_until = NULL, \
-             lease_token = lease_token + 1, last_error = NULL WHERE job_id = ?1 RETURNING {COLUMNS}"
+             lease_token = lease_token + 1, last_error = NULL WHERE job_id = ?1 RETURNING ",
+            columns!()
         ))?
         .query_row(params![job_id, result_json, now], row_to_job)?;
     audit::record(
