@@ -11,6 +11,10 @@ use serde::Deserialize;
 pub struct Manifest {
     #[serde(default)]
     pub secrets: Vec<SecretEntry>,
+    /// Templates install like secrets, at `<generation>/rendered/<name>`, with their own owner,
+    /// group and mode.
+    #[serde(default)]
+    pub templates: Vec<SecretEntry>,
     #[serde(default = "default_mount")]
     pub secrets_mount_point: PathBuf,
     #[serde(default = "default_symlink")]
@@ -77,6 +81,17 @@ impl ManifestError {
 }
 
 impl Manifest {
+    /// Every file the installer puts in a generation: (path relative to the generation
+    /// directory, its declaration). Secrets sit at their name, templates under `rendered/`.
+    pub fn files(&self) -> impl Iterator<Item = (PathBuf, &SecretEntry)> {
+        let secrets = self.secrets.iter().map(|s| (PathBuf::from(&s.name), s));
+        let templates = self
+            .templates
+            .iter()
+            .map(|t| (Path::new("rendered").join(&t.name), t));
+        secrets.chain(templates)
+    }
+
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
             path: path.into(),
@@ -105,5 +120,22 @@ mod tests {
         .unwrap();
         assert_eq!(m.secrets[0].mode_bits().unwrap(), 0o440);
         assert_eq!(m.symlink_path, PathBuf::from("/run/secrets"));
+    }
+
+    #[test]
+    fn templates_are_files_under_rendered() {
+        let m: Manifest = serde_json::from_str(
+            r#"{"secrets":[{"name":"db/pw","mode":"0400"}],
+                "templates":[{"name":"app.env","content":"X=<SOPS:ab:PLACEHOLDER>","owner":"bot","mode":"0440"}]}"#,
+        )
+        .unwrap();
+        let files: Vec<(PathBuf, &str)> = m.files().map(|(p, e)| (p, e.name.as_str())).collect();
+        assert_eq!(
+            files,
+            vec![
+                (PathBuf::from("db/pw"), "db/pw"),
+                (PathBuf::from("rendered/app.env"), "app.env")
+            ]
+        );
     }
 }

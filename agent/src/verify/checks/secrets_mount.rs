@@ -190,30 +190,31 @@ pub fn run(host: &Host) -> Check {
     let mut declared: HashSet<PathBuf> = HashSet::new();
     let mut checked = 0usize;
     if let (Some(m), Some(gen_dir)) = (&manifest, &gen_dir) {
-        for s in &m.secrets {
-            let file = host.path(gen_dir.join(&s.name));
+        for (rel, s) in m.files() {
+            // Messages name the file as the installer lays it out (`rendered/x` for templates).
+            let name = rel.display().to_string();
+            let file = host.path(gen_dir.join(&rel));
             declared.insert(file.clone());
             let md = match std::fs::symlink_metadata(&file) {
                 Ok(md) => md,
                 Err(e) => {
                     bad.push(format!(
-                        "secret {}: {}: {e}",
-                        s.name,
-                        gen_dir.join(&s.name).display()
+                        "secret {name}: {}: {e}",
+                        gen_dir.join(&rel).display()
                     ));
                     continue;
                 }
             };
             checked += 1;
             if !md.file_type().is_file() {
-                bad.push(format!("secret {} is not a regular file", s.name));
+                bad.push(format!("secret {name} is not a regular file"));
                 continue;
             }
             match fs_magic(&file) {
                 Ok(mg) if mg == RAMFS_MAGIC || mg == TMPFS_MAGIC => {}
                 Ok(mg) => bad.push(format!(
                     "secret {} is on {} (on disk)",
-                    s.name,
+                    name,
                     magic_name(mg)
                 )),
                 Err(e) => bad.push(e),
@@ -221,7 +222,7 @@ pub fn run(host: &Host) -> Check {
             if mp_dev.is_some() && Some(md.dev()) != mp_dev {
                 bad.push(format!(
                     "secret {} is not on the secrets mount {}",
-                    s.name,
+                    name,
                     mp.display()
                 ));
             }
@@ -229,7 +230,7 @@ pub fn run(host: &Host) -> Check {
             if uid != Some(md.uid()) {
                 bad.push(format!(
                     "secret {} owner is {} (manifest: {})",
-                    s.name,
+                    name,
                     host.user_name(md.uid()),
                     s.owner
                         .clone()
@@ -239,7 +240,7 @@ pub fn run(host: &Host) -> Check {
             if gid != Some(md.gid()) {
                 bad.push(format!(
                     "secret {} group is {} (manifest: {})",
-                    s.name,
+                    name,
                     host.group_name(md.gid()),
                     s.group
                         .clone()
@@ -253,33 +254,33 @@ pub fn run(host: &Host) -> Check {
                     if have & 0o004 != 0 && want & 0o004 == 0 {
                         bad.push(format!(
                             "secret {} is world-readable ({have:04o}, manifest {want:04o})",
-                            s.name
+                            name
                         ));
                     } else if have != want {
                         bad.push(format!(
                             "secret {} mode is {have:04o} (manifest {want:04o})",
-                            s.name
+                            name
                         ));
                     }
                 }
             }
             // A custom path must lead to the same file.
             if let Some(p) = &s.path
-                && p != &link.join(&s.name)
+                && p != &link.join(&rel)
             {
                 match (std::fs::metadata(host.path(p)), std::fs::metadata(&file)) {
                     (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev() => {}
                     _ => bad.push(format!(
                         "secret {}: {} does not lead to the installed file",
-                        s.name,
+                        name,
                         p.display()
                     )),
                 }
             }
         }
         ok.push(format!(
-            "{checked} of {} declared secrets match owner, group and mode",
-            m.secrets.len()
+            "{checked} of {} declared secrets and templates match owner, group and mode",
+            m.secrets.len() + m.templates.len()
         ));
     }
 

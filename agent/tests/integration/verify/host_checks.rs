@@ -175,13 +175,21 @@ fn secrets_fixture(fs: Option<(&str, &str)>) -> SecretsFixture {
         std::os::unix::fs::chown(&p, Some(owner), Some(grp)).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
+    // A rendered template, where `secrets install` puts it.
+    let rendered = generation.join("rendered/app.env");
+    std::fs::create_dir_all(rendered.parent().unwrap()).unwrap();
+    std::fs::write(&rendered, "TOKEN=dt-8f1e3c9a77b24c0e9d51\n").unwrap();
+    std::os::unix::fs::chown(&rendered, Some(bot.uid), Some(bot.gid)).unwrap();
+    std::fs::set_permissions(&rendered, std::fs::Permissions::from_mode(0o440)).unwrap();
     let manifest = serde_json::json!({
         "secrets": [
             {"name": "discord_token", "key": "discord_token", "path": "/run/secrets/discord_token", "owner": bot.name, "group": bot.name, "mode": "0400", "sopsFile": "/nix/store/x-s.yaml", "format": "yaml"},
             {"name": "shared_cfg", "key": "", "path": "/run/secrets/shared_cfg", "owner": "root", "group": group.name, "mode": "0440", "sopsFile": "/nix/store/x-s.yaml", "format": "binary"},
             {"name": "public_note", "path": "/run/secrets/public_note", "owner": null, "uid": 0, "group": null, "gid": 0, "mode": "0444"}
         ],
-        "templates": [], "secretsMountPoint": "/run/secrets.d", "symlinkPath": "/run/secrets", "keepGenerations": 1,
+        "templates": [
+            {"name": "app.env", "content": "TOKEN=<SOPS:0f:PLACEHOLDER>", "path": "/run/secrets/rendered/app.env", "owner": bot.name, "group": bot.name, "mode": "0440"}
+        ], "secretsMountPoint": "/run/secrets.d", "symlinkPath": "/run/secrets", "keepGenerations": 1,
         "ageKeyFile": "/var/lib/sops-nix/key.txt", "useTmpfs": false, "userMode": false
     });
     write(
@@ -232,6 +240,17 @@ fn secrets_mount_on_ramfs_passes_and_each_violation_is_detected() {
     assert!(ev.contains("discord_token owner is root"), "{ev}");
     assert!(ev.contains(&fx.bot.name), "{ev}");
     std::os::unix::fs::chown(&token, Some(fx.bot.uid), None).unwrap();
+
+    // A rendered template is held to its own declaration too.
+    let rendered = fx.mp.join("1/rendered/app.env");
+    std::fs::set_permissions(&rendered, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, r) = verify(root, &["--only", "secrets.mount"]);
+    assert!(
+        evidence(&r, "secrets.mount").contains("rendered/app.env mode is 0600 (manifest 0440)"),
+        "{r}"
+    );
+    assert_eq!(code, 1);
+    std::fs::set_permissions(&rendered, std::fs::Permissions::from_mode(0o440)).unwrap();
 
     // A stray world-readable file nobody declared.
     std::fs::write(fx.mp.join("1/leftover"), "x").unwrap();
