@@ -180,16 +180,15 @@ pub fn http(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> (u1
     };
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let body = body.unwrap_or(b"");
-    let head = format!(
+    let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    );
-    if s.write_all(head.as_bytes())
-        .and_then(|_| s.write_all(body))
-        .is_err()
-    {
-        return (0, Value::Null);
-    }
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    // The server may answer from the head alone (404, 413) and close before reading the body, so a
+    // failed write is not the end: the response is still there to read.
+    let _ = s.write_all(&request);
     let mut buf = Vec::new();
     if s.read_to_end(&mut buf).is_err() && buf.is_empty() {
         return (0, Value::Null);
