@@ -615,7 +615,24 @@ pub fn fail(
     now: i64,
 ) -> Result<JobRow, StoreError> {
     let job = leased(conn, actor, job_id, lease_token, now, "fail")?;
-    if retry && job.attempt < job.max_attempts {
+    retry_or_dead(conn, &job, error, retry, backoff, who(actor), now)?;
+    load(conn, job_id)?.ok_or_else(|| StoreError::NotFound(format!("job '{job_id}'")))
+}
+
+/// The end of a failed attempt: back to `queued` after a backoff while attempts remain and
+/// `retry`, else `failed` for good ("dead"). Either way the lease token moves on, so the worker
+/// that held the lease can no longer act on the job, and the outcome is audited.
+fn retry_or_dead(
+    conn: &Connection,
+    job: &JobRow,
+    error: &str,
+    retry: bool,
+    backoff: (i64, i64),
+    who: Who<'_>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let job_id = job.job_id.as_str();
+    let outcome = if retry && job.attempt < job.max_attempts {
         let run_at = now + backoff_ms(job.attempt, backoff.0, backoff.1);
         conn.prepare_cached(
             "UPDATE jobs SET status = 'queued', run_at = ?2, updated_at = ?3, lease_until = NULL, \
@@ -623,34 +640,26 @@ pub fn fail(
              WHERE job_id = ?1",
         )?
         .execute(params![job_id, run_at, now, error])?;
-        audit::record(
-            conn,
-            now,
-            Some(job_id),
-            who(actor),
-            "fail",
-            "retry",
-            error,
-            Some(job.attempt),
-        )?;
+        "retry"
     } else {
         conn.prepare_cached(
             "UPDATE jobs SET status = 'failed', updated_at = ?2, lease_until = NULL, \
              lease_token = lease_token + 1, last_error = ?3 WHERE job_id = ?1",
         )?
         .execute(params![job_id, now, error])?;
-        audit::record(
-            conn,
-            now,
-            Some(job_id),
-            who(actor),
-            "fail",
-            "dead",
-            error,
-            Some(job.attempt),
-        )?;
-    }
-    load(conn, job_id)?.ok_or_else(|| StoreError::NotFound(format!("job '{job_id}'")))
+        "dead"
+    };
+    audit::record(
+        conn,
+        now,
+        Some(job_id),
+        who,
+        "fail",
+        outcome,
+        error,
+        Some(job.attempt),
+    )?;
+    Ok(())
 }
 
 /// Deletes finished jobs, their events, old auth events, used/expired tokens, old nonces and
@@ -737,40 +746,7 @@ pub fn fail_internal(
     if job.status != "running" {
         return Ok(false);
     }
-    if retry && job.attempt < job.max_attempts {
-        let run_at = now + backoff_ms(job.attempt, backoff.0, backoff.1);
-        conn.prepare_cached(
-            "UPDATE jobs SET status = 'queued', run_at = ?2, updated_at = ?3, lease_until = NULL, \
-             lease_token = lease_token + 1, locked_by = NULL, locked_by_uid = NULL, last_error = ?4 WHERE job_id = ?1",
-        )?
-        .execute(params![job_id, run_at, now, error])?;
-        audit::record(
-            conn,
-            now,
-            Some(job_id),
-            who,
-            "fail",
-            "retry",
-            error,
-            Some(job.attempt),
-        )?;
-    } else {
-        conn.prepare_cached(
-            "UPDATE jobs SET status = 'failed', updated_at = ?2, lease_until = NULL, \
-             lease_token = lease_token + 1, last_error = ?3 WHERE job_id = ?1",
-        )?
-        .execute(params![job_id, now, error])?;
-        audit::record(
-            conn,
-            now,
-            Some(job_id),
-            who,
-            "fail",
-            "dead",
-            error,
-            Some(job.attempt),
-        )?;
-    }
+    retry_or_dead(conn, &job, error, retry, backoff, who, now)?;
     Ok(true)
 }
 
