@@ -297,29 +297,15 @@ pub fn list(conn: &Connection, actor: &Actor, f: &ListFilter) -> Result<Vec<JobR
         (None, true) => None,
         (None, false) => Some(actor.name.clone()),
     };
-    let mut sql = format!("SELECT {COLUMNS} FROM jobs WHERE 1=1");
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut q = Filter::new(format!("SELECT {COLUMNS} FROM jobs WHERE 1=1"), Vec::new());
     if let Some(r) = requester {
-        args.push(r.into());
-        sql.push_str(&format!(" AND requester = ?{}", args.len()));
+        q.eq("requester", &r);
     }
     if let Some(k) = &f.kind {
-        args.push(k.clone().into());
-        sql.push_str(&format!(" AND kind = ?{}", args.len()));
+        q.eq("kind", k.as_str());
     }
-    if !f.statuses.is_empty() {
-        let mut marks = Vec::new();
-        for s in &f.statuses {
-            args.push(s.clone().into());
-            marks.push(format!("?{}", args.len()));
-        }
-        sql.push_str(&format!(" AND status IN ({})", marks.join(",")));
-    }
-    args.push((f.limit as i64).into());
-    sql.push_str(&format!(
-        " ORDER BY created_at DESC, job_id DESC LIMIT ?{}",
-        args.len()
-    ));
+    q.one_of("status", &f.statuses);
+    let (sql, args) = q.finish("created_at DESC, job_id DESC", f.limit);
     let mut st = conn.prepare_cached(&sql)?;
     let rows = st.query_map(rusqlite::params_from_iter(args), row_to_job)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -441,28 +427,18 @@ pub fn claim(
     now: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
     expire_leases(conn, now)?;
-    let mut sql = String::from("SELECT job_id FROM jobs WHERE status = 'queued' AND run_at <= ?1");
-    let mut args: Vec<rusqlite::types::Value> = vec![now.into()];
+    let mut q = Filter::new(
+        "SELECT job_id FROM jobs WHERE status = 'queued' AND run_at <= ?1".into(),
+        vec![now.into()],
+    );
     if !req.internal {
-        sql.push_str(" AND kind NOT LIKE 'cattle.%'");
+        q.sql.push_str(" AND kind NOT LIKE 'cattle.%'");
         if !actor.admin {
-            args.push(actor.name.clone().into());
-            sql.push_str(&format!(" AND requester = ?{}", args.len()));
+            q.eq("requester", actor.name.as_str());
         }
     }
-    if !req.kinds.is_empty() {
-        let mut marks = Vec::new();
-        for k in &req.kinds {
-            args.push(k.clone().into());
-            marks.push(format!("?{}", args.len()));
-        }
-        sql.push_str(&format!(" AND kind IN ({})", marks.join(",")));
-    }
-    args.push((req.limit as i64).into());
-    sql.push_str(&format!(
-        " ORDER BY priority DESC, run_at, created_at LIMIT ?{}",
-        args.len()
-    ));
+    q.one_of("kind", &req.kinds);
+    let (sql, args) = q.finish("priority DESC, run_at, created_at", req.limit);
     let ids: Vec<String> = {
         let mut st = conn.prepare_cached(&sql)?;
         st.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?
@@ -593,6 +569,46 @@ pub fn complete(
         Some(job.attempt),
     )?;
     Ok(done)
+}
+
+/// A `SELECT` whose filters are appended as numbered parameters (`?N`), so values never reach
+/// the SQL text. Columns are compile-time names from this module, never caller input.
+struct Filter {
+    sql: String,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl Filter {
+    fn new(sql: String, args: Vec<rusqlite::types::Value>) -> Filter {
+        Filter { sql, args }
+    }
+
+    fn mark(&mut self, v: rusqlite::types::Value) -> String {
+        self.args.push(v);
+        format!("?{}", self.args.len())
+    }
+
+    fn eq(&mut self, column: &str, v: &str) {
+        let m = self.mark(v.to_string().into());
+        self.sql.push_str(&format!(" AND {column} = {m}"));
+    }
+
+    /// `column IN (...)`; no condition when `values` is empty.
+    fn one_of(&mut self, column: &str, values: &[String]) {
+        if values.is_empty() {
+            return;
+        }
+        let marks: Vec<String> = values.iter().map(|v| self.mark(v.clone().into())).collect();
+        self.sql
+            .push_str(&format!(" AND {column} IN ({})", marks.join(",")));
+    }
+
+    fn finish(mut self, order_by: &str, limit: u32) -> (String, Vec<rusqlite::types::Value>) {
+        let m = self.mark(i64::from(limit).into());
+        self.sql
+            .push_str(&format!(" ORDER BY {order_by} LIMIT {m}"));
+        (self.sql, self.args)
+    }
 }
 
 /// Backoff before retry `attempt` (1-based): base·2^(attempt-1), capped.
