@@ -67,8 +67,9 @@ pub fn record(
     Ok(())
 }
 
-/// A refusal recorded by an operation that is about to fail. Its savepoint is rolled back, so
-/// the row is kept aside and written by the store right after the rollback.
+/// A refusal recorded by an operation that is about to fail. A failing operation must not have
+/// written (the store would roll its whole batch back), so the row is kept aside and written by
+/// the store right after the operation returned.
 #[derive(Debug)]
 struct Pending {
     at: i64,

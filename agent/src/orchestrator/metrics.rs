@@ -108,9 +108,9 @@ impl Metrics {
         }
         let _ = writeln!(
             s,
-            "# HELP clf_jobs Jobs in the store by status.\n# TYPE clf_jobs gauge"
+            "# HELP clf_jobs Jobs waiting or in progress, by status (finished jobs: clf_jobs_*_total).\n# TYPE clf_jobs gauge"
         );
-        for st in super::queue::STATUSES {
+        for st in ["queued", "running"] {
             let n = jobs
                 .iter()
                 .find(|(k, _)| k == st)

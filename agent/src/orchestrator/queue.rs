@@ -778,11 +778,15 @@ pub fn extend_internal(
     Ok(())
 }
 
-/// Counts of jobs by status (metrics).
+/// Queued and running jobs (metrics), counted over their partial indexes: no table scan.
+/// Finished jobs are counted by the daemon's `clf_jobs_*_total` counters instead.
 pub fn counts(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut st = conn.prepare_cached("SELECT status, count(*) FROM jobs GROUP BY status")?;
-    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut st = conn.prepare_cached(
+        "SELECT (SELECT count(*) FROM jobs WHERE status = 'queued'), \
+                (SELECT count(*) FROM jobs WHERE status = 'running')",
+    )?;
+    let (queued, running) = st.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(vec![("queued".into(), queued), ("running".into(), running)])
 }
 
 #[cfg(test)]
@@ -1006,5 +1010,69 @@ mod tests {
             .unwrap();
         // The old canceled job goes; the queued one stays (its old enqueue event is pruned).
         assert_eq!(out, (true, true, true, 1));
+    }
+
+    #[test]
+    fn active_counts_follow_every_transition() {
+        let (_d, s) = store();
+        let a = bot("a", 1001);
+        let counted = s
+            .call_blocking(move |c| {
+                let mut seen = vec![counts(c)?];
+                let first = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
+                let other = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
+                seen.push(counts(c)?);
+                let job = claim(c, &a, &req(60_000), 1_000)?.remove(0).job;
+                seen.push(counts(c)?);
+                complete(c, &a, &job.job_id, job.lease_token, "{}", 1_000)?;
+                seen.push(counts(c)?);
+                let left = if job.job_id == first { other } else { first };
+                cancel(c, &a, &left, 1_000)?;
+                seen.push(counts(c)?);
+                Ok(seen)
+            })
+            .unwrap();
+        let pairs: Vec<(i64, i64)> = counted
+            .iter()
+            .map(|v| {
+                assert_eq!(v[0].0, "queued");
+                assert_eq!(v[1].0, "running");
+                (v[0].1, v[1].1)
+            })
+            .collect();
+        assert_eq!(pairs, [(0, 0), (2, 0), (1, 1), (1, 0), (0, 0)]);
+    }
+
+    #[test]
+    fn hot_queries_use_the_partial_indexes() {
+        let (_d, s) = store();
+        let plans = s
+            .call_blocking(|c| {
+                let plan = |sql: &str| -> Result<String, StoreError> {
+                    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows: Vec<String> = st
+                        .query_map([], |r| r.get::<_, String>(3))?
+                        .collect::<Result<_, _>>()?;
+                    Ok(rows.join("; "))
+                };
+                Ok([
+                    plan("SELECT job_id FROM jobs WHERE status = 'queued' AND run_at <= 5 ORDER BY priority DESC, run_at, created_at LIMIT 1")?,
+                    plan("SELECT job_id, attempt, max_attempts FROM jobs WHERE status = 'running' AND lease_until <= 5 LIMIT 256")?,
+                    plan("SELECT count(*) FROM jobs WHERE requester = 'a' AND status IN ('queued', 'running')")?,
+                    plan("SELECT (SELECT count(*) FROM jobs WHERE status = 'queued'), (SELECT count(*) FROM jobs WHERE status = 'running')")?,
+                ])
+            })
+            .unwrap();
+        assert!(plans[0].contains("jobs_queued"), "claim: {}", plans[0]);
+        assert!(
+            plans[1].contains("jobs_leased"),
+            "lease expiry: {}",
+            plans[1]
+        );
+        assert!(
+            plans[2].contains("jobs_active_by_requester"),
+            "quota: {}",
+            plans[2]
+        );
     }
 }

@@ -535,7 +535,12 @@ INSERT INTO cattle_bootstrap_tokens VALUES ('deadbeef',1,9999999999999,NULL,'leg
     );
     assert_eq!(d.sql("PRAGMA user_version"), "3");
     d.spawn();
-    assert_eq!(d.sql("PRAGMA user_version"), "4");
+    assert_eq!(d.sql("PRAGMA user_version"), "5");
+    // Version 5's partial indexes cover the rows that were there.
+    assert_eq!(
+        d.sql("SELECT count(*) FROM jobs INDEXED BY jobs_queued WHERE status = 'queued'"),
+        "1"
+    );
     let (st, v) = d.get("/v1/jobs/legacy-1");
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["job"]["requester"], "bot-maren");

@@ -1,8 +1,14 @@
 //! The SQLite state store: opening (private file and directory, WAL, busy timeout, migrations)
 //! and the single writer thread with group commit. Callers submit closures; the writer drains
-//! its channel, runs many closures in one transaction (each inside its own savepoint, so one
-//! failing request never undoes another), commits once, and only then answers each caller. So an
-//! acknowledged request is committed. SQLite never runs on a tokio worker thread.
+//! its channel, runs many closures in one transaction, commits once, and only then answers each
+//! caller. So an acknowledged request is committed. SQLite never runs on a tokio worker thread.
+//!
+//! Operations refuse (conflict, not found, quota…) before their first write, so a refusal
+//! needs no undo and requests share the transaction without per-request savepoints (which cost
+//! a statement pair and a sub-journal copy of every page touched). An operation that fails
+//! *after* writing (in practice: an I/O or disk-full error) rolls the whole batch back; every
+//! request of that batch is answered with an error, none was acknowledged, nothing half-done
+//! is committed, and the rest of the queue continues in a new transaction.
 //! This module knows nothing about HTTP or job semantics (see `queue`, `tokens`, `vmauth`).
 
 pub mod schema;
@@ -65,7 +71,14 @@ impl From<rusqlite::Error> for StoreError {
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A request: run with `Some(conn)` inside the open transaction, or with `None` to fail it unrun.
-type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+type Op = Box<dyn FnOnce(Option<&Connection>) -> Ran + Send>;
+
+/// What running an operation left behind: how to answer it once the transaction ends, and
+/// whether it failed after writing (so the transaction must not be committed).
+struct Ran {
+    reply: Reply,
+    torn: bool,
+}
 
 /// Cheap handle to the writer thread.
 #[derive(Clone)]
@@ -121,17 +134,7 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
-        let op: Op = Box::new(move |conn: Option<&Connection>| {
-            let out = match conn {
-                Some(conn) => run_in_savepoint(conn, f),
-                None => Err(StoreError::Unavailable(
-                    "transaction could not begin".into(),
-                )),
-            };
-            Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply_tx.send(commit.and(out));
-            })
-        });
+        let op = make_op(f, reply_tx);
         self.tx
             .send(op)
             .await
@@ -148,17 +151,7 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
-        let op: Op = Box::new(move |conn: Option<&Connection>| {
-            let out = match conn {
-                Some(conn) => run_in_savepoint(conn, f),
-                None => Err(StoreError::Unavailable(
-                    "transaction could not begin".into(),
-                )),
-            };
-            Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply_tx.send(commit.and(out));
-            })
-        });
+        let op = make_op(f, reply_tx);
         self.tx
             .blocking_send(op)
             .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?;
@@ -168,54 +161,79 @@ impl Store {
     }
 }
 
-fn run_in_savepoint<T>(
+/// Wraps a caller's closure as an `Op` that answers on `reply_tx` once its transaction ended.
+fn make_op<T, F>(f: F, reply_tx: oneshot::Sender<Result<T, StoreError>>) -> Op
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    Box::new(move |conn: Option<&Connection>| {
+        let (out, torn) = match conn {
+            Some(conn) => run_op(conn, f),
+            None => (
+                Err(StoreError::Unavailable(
+                    "transaction could not begin".into(),
+                )),
+                false,
+            ),
+        };
+        Ran {
+            reply: Box::new(move |ended: Result<(), StoreError>| {
+                // The operation's own error comes first; otherwise the transaction's outcome.
+                let _ = reply_tx.send(out.and_then(|v| ended.map(|()| v)));
+            }),
+            torn,
+        }
+    })
+}
+
+/// Runs one operation inside the batch's transaction. Returns its result and whether it
+/// failed after changing rows.
+fn run_op<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.prepare_cached("SAVEPOINT op")?.execute([])?;
-    let out = match f(conn) {
-        Ok(v) => {
-            conn.prepare_cached("RELEASE op")?.execute([])?;
-            Ok(v)
-        }
-        Err(e) => {
-            // Undo only this request's writes; the rest of the batch stays.
-            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
-            Err(e)
-        }
-    };
-    // Refusals are audited even though the refused operation was rolled back.
-    crate::orchestrator::audit::flush(conn)?;
-    out
+) -> (Result<T, StoreError>, bool) {
+    let before = conn.total_changes();
+    let out = f(conn);
+    let torn = out.is_err() && conn.total_changes() != before;
+    // Refusals are audited although the refused operation fails: `audit::denied` kept them.
+    match crate::orchestrator::audit::flush(conn) {
+        Ok(()) => (out, torn),
+        Err(e) => (out.and(Err(e)), true),
+    }
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
-    let mut batch: Vec<Op> = Vec::with_capacity(MAX_BATCH);
+    // Ops not yet run; a torn batch leaves the rest here for the next transaction.
+    let mut batch: std::collections::VecDeque<Op> =
+        std::collections::VecDeque::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
     let mut last_checkpoint = std::time::Instant::now();
     loop {
-        let first = match rx.try_recv() {
-            Ok(op) => op,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if last_checkpoint.elapsed() >= IDLE_CHECKPOINT {
-                    checkpoint(&conn);
-                    last_checkpoint = std::time::Instant::now();
+        if batch.is_empty() {
+            let first = match rx.try_recv() {
+                Ok(op) => op,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if last_checkpoint.elapsed() >= IDLE_CHECKPOINT {
+                        checkpoint(&conn);
+                        last_checkpoint = std::time::Instant::now();
+                    }
+                    match rx.blocking_recv() {
+                        Some(op) => op,
+                        None => break,
+                    }
                 }
-                match rx.blocking_recv() {
-                    Some(op) => op,
-                    None => break,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-        };
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            batch.push_back(first);
+        }
         if last_checkpoint.elapsed() >= std::time::Duration::from_secs(2) {
             checkpoint(&conn);
             last_checkpoint = std::time::Instant::now();
         }
-        batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(op) => batch.push_back(op),
                 Err(_) => break,
             }
         }
@@ -228,31 +246,53 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
             tracing::error!(event = "orchestrator.store_error", error = %e, "cannot begin transaction");
             for op in batch.drain(..) {
                 // Not run; its caller sees the error through the reply.
-                let reply = op(None);
-                reply(Err(clone_err(&e)));
+                (op(None).reply)(Err(clone_err(&e)));
             }
             continue;
         }
-        for op in batch.drain(..) {
-            replies.push(op(Some(&conn)));
+        let mut torn = false;
+        while let Some(op) = batch.pop_front() {
+            let ran = op(Some(&conn));
+            replies.push(ran.reply);
+            if ran.torn {
+                torn = true;
+                break;
+            }
         }
-        let committed = conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut st| st.execute([]))
-            .map(|_| ())
-            .map_err(StoreError::from);
-        if let Err(e) = &committed {
-            tracing::error!(event = "orchestrator.store_error", error = %e, "commit failed; batch rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
+        let ended = if torn {
+            tracing::error!(
+                event = "orchestrator.store_error",
+                requests = replies.len(),
+                "a request failed after writing; its batch was rolled back"
+            );
+            let _ = conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut st| st.execute([]));
+            Err(StoreError::Unavailable(
+                "the transaction was rolled back (another request in it failed while writing); \
+                 nothing of this request was stored; retry"
+                    .into(),
+            ))
+        } else {
+            let committed = conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut st| st.execute([]))
+                .map(|_| ())
+                .map_err(StoreError::from);
+            if let Err(e) = &committed {
+                tracing::error!(event = "orchestrator.store_error", error = %e, "commit failed; batch rolled back");
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            committed
+        };
         for reply in replies.drain(..) {
-            reply(match &committed {
+            reply(match &ended {
                 Ok(()) => Ok(()),
                 Err(e) => Err(clone_err(e)),
             });
         }
     }
-    // All senders are gone: checkpoint so the WAL is folded back before exit.
+    // All senders are gone (a torn batch's leftovers were run above): fold the WAL back.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
@@ -357,28 +397,80 @@ mod tests {
         assert_eq!(m, 0o700);
     }
 
-    #[test]
-    fn a_failing_op_does_not_undo_its_batch_neighbours() {
+    /// Runs `ops` (value to insert, whether to fail, whether that failure comes after the
+    /// insert) as one batch: the writer is held busy while they queue up, in order. Returns
+    /// each result and the sum of the committed values.
+    fn one_batch(ops: &[(i64, bool, bool)]) -> (Vec<Result<(), StoreError>>, i64) {
         let dir = tempfile::tempdir().unwrap();
         let (store, _h) = Store::open(&dir.path().join("db.sqlite")).unwrap();
         store
+            .call_blocking(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.call_blocking(move |_| {
+                    held_tx.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(100 * 4));
+                    Ok(())
+                })
+            })
+        };
+        held_rx.recv().unwrap();
+        let threads: Vec<_> = ops
+            .iter()
+            .map(|&(x, fail, after_write)| {
+                let store = store.clone();
+                let t = std::thread::spawn(move || {
+                    store.call_blocking(move |c| {
+                        if fail && !after_write {
+                            return Err(StoreError::Conflict("refused".into()));
+                        }
+                        c.execute("INSERT INTO t VALUES (?1)", [x])?;
+                        if fail {
+                            return Err(StoreError::Unavailable("simulated I/O error".into()));
+                        }
+                        Ok(())
+                    })
+                });
+                // Keep the queue order.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                t
+            })
+            .collect();
+        holder.join().unwrap().unwrap();
+        let results = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let sum = store
             .call_blocking(|c| {
-                c.execute_batch("CREATE TABLE t (x INTEGER)")?;
-                Ok(())
+                Ok(c.query_row("SELECT coalesce(sum(x), 0) FROM t", [], |r| r.get(0))?)
             })
             .unwrap();
-        let r: Result<(), StoreError> = store.call_blocking(|c| {
-            c.execute("INSERT INTO t VALUES (1)", [])?;
-            Err(StoreError::Conflict("no".into()))
-        });
-        assert!(r.is_err());
-        store
-            .call_blocking(|c| Ok(c.execute("INSERT INTO t VALUES (2)", []).map(|_| ())?))
-            .unwrap();
-        let n: i64 = store
-            .call_blocking(|c| Ok(c.query_row("SELECT sum(x) FROM t", [], |r| r.get(0))?))
-            .unwrap();
-        assert_eq!(n, 2);
+        (results, sum)
+    }
+
+    #[test]
+    fn a_refusal_does_not_undo_its_batch_neighbours() {
+        let (r, sum) = one_batch(&[(1, false, false), (10, true, false), (100, false, false)]);
+        assert!(r[0].is_ok() && r[2].is_ok());
+        assert!(matches!(r[1], Err(StoreError::Conflict(_))));
+        assert_eq!(sum, 101);
+    }
+
+    #[test]
+    fn a_request_failing_after_writing_rolls_back_its_batch_and_nothing_else() {
+        let (r, sum) = one_batch(&[(1, false, false), (10, true, true), (100, false, false)]);
+        // The request before the torn one shared its transaction: refused, not half-committed.
+        assert!(
+            r[0].as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("rolled back")
+        );
+        assert!(r[1].as_ref().unwrap_err().to_string().contains("simulated"));
+        // The one after it ran in a fresh transaction and was committed.
+        assert!(r[2].is_ok());
+        assert_eq!(sum, 100);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Versioned schema migrations (`PRAGMA user_version`). Versions 1..=3 are the layout of the
 //! public clf orchestrator, so a database it left behind opens here and is upgraded in place;
 //! version 4 adds peer identities, lease fencing, the audit table and the bootstrap/VM-auth
-//! tables. Each step runs in its own transaction. Nothing here reads or writes job data beyond
+//! tables; version 5 trims the job indexes to what the hot path needs. Each step runs in its own
+//! transaction. Nothing here reads or writes job data beyond
 //! the one-time copy of legacy events.
 
 use rusqlite::Connection;
@@ -9,7 +10,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The version this build writes.
-pub const CURRENT: i64 = 4;
+pub const CURRENT: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE jobs (
@@ -137,7 +138,21 @@ CREATE TABLE cattle (
 CREATE INDEX cattle_by_status ON cattle(status, expires_at);
 ";
 
-const STEPS: [&str; 4] = [V1, V2, V3, V4];
+/// Version 5: every job write maintained seven B-trees, most of them indexing finished jobs
+/// that only listings and metrics read. The claim and lease-expiry scans and the per-bot quota
+/// now use partial indexes over the jobs that are still queued or running, so a finished job
+/// leaves them; listing by kind (admins only) scans instead of keeping `jobs_by_kind`.
+const V5: &str = "
+DROP INDEX jobs_by_kind;
+DROP INDEX jobs_claim;
+DROP INDEX jobs_by_status_lease_until;
+DROP INDEX jobs_by_requester_status;
+CREATE INDEX jobs_queued ON jobs(priority DESC, run_at) WHERE status = 'queued';
+CREATE INDEX jobs_leased ON jobs(lease_until) WHERE status = 'running';
+CREATE INDEX jobs_active_by_requester ON jobs(requester) WHERE status IN ('queued', 'running');
+";
+
+const STEPS: [&str; 5] = [V1, V2, V3, V4, V5];
 
 /// Brings the database to `CURRENT`. Refuses a database newer than this build.
 pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
@@ -163,4 +178,9 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
 /// The legacy schema exactly as version 3 (used by tests to build a pre-upgrade database).
 pub fn legacy_v3_ddl() -> String {
     format!("{V1}{V2}{V3}PRAGMA user_version = 3;")
+}
+
+/// The schema exactly as version 4, the previous clawdlets release (for migration tests).
+pub fn v4_ddl() -> String {
+    format!("{V1}{V2}{V3}{V4}PRAGMA user_version = 4;")
 }
