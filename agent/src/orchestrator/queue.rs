@@ -407,6 +407,28 @@ pub fn expire_leases(conn: &Connection, now: i64) -> Result<usize, StoreError> {
     Ok(rows.len())
 }
 
+/// Least time between two lease-expiry sweeps made by claims. Leases last at least a second,
+/// so an expired one becomes claimable at most this much later, and a busy queue does not pay
+/// for a sweep on every claim.
+const SWEEP_EVERY_MS: i64 = 250;
+
+thread_local! {
+    /// When the writer thread (SQLite runs on no other) last swept, in the callers' clock.
+    static LAST_SWEEP: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
+/// `expire_leases`, at most every `SWEEP_EVERY_MS` (and always when the clock went back).
+fn sweep_expired_leases(conn: &Connection, now: i64) -> Result<(), StoreError> {
+    let due = LAST_SWEEP
+        .get()
+        .is_none_or(|last| now < last || now - last >= SWEEP_EVERY_MS);
+    if due {
+        expire_leases(conn, now)?;
+        LAST_SWEEP.set(Some(now));
+    }
+    Ok(())
+}
+
 /// What a claim asks for.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
@@ -426,7 +448,7 @@ pub fn claim(
     req: &ClaimRequest,
     now: i64,
 ) -> Result<Vec<Claimed>, StoreError> {
-    expire_leases(conn, now)?;
+    sweep_expired_leases(conn, now)?;
     let mut q = Filter::new(
         "SELECT job_id FROM jobs WHERE status = 'queued' AND run_at <= ?1".into(),
         vec![now.into()],
@@ -550,14 +572,28 @@ pub fn complete(
     result_json: &str,
     now: i64,
 ) -> Result<JobRow, StoreError> {
-    let job = leased(conn, actor, job_id, lease_token, now, "complete")?;
+    // The lease check is part of the update (one statement on the hot path); only when it
+    // matches nothing does `leased` look at the row to say why.
     let done = conn
         .prepare_cached(concat!(
             "UPDATE jobs SET status = 'done', result_json = ?2, updated_at = ?3, lease_until = NULL, \
-             lease_token = lease_token + 1, last_error = NULL WHERE job_id = ?1 RETURNING ",
+             lease_token = lease_token + 1, last_error = NULL \
+             WHERE job_id = ?1 AND status = 'running' AND lease_token = ?4 AND lease_until > ?3 \
+             AND (?5 OR locked_by_uid = ?6) RETURNING ",
             columns!()
         ))?
-        .query_row(params![job_id, result_json, now], row_to_job)?;
+        .query_row(
+            params![job_id, result_json, now, lease_token, actor.admin, actor.uid],
+            row_to_job,
+        )
+        .optional()?;
+    let Some(done) = done else {
+        leased(conn, actor, job_id, lease_token, now, "complete")?;
+        return Err(StoreError::Conflict(format!(
+            "job '{}' is not leased to this worker",
+            short(job_id)
+        )));
+    };
     audit::record(
         conn,
         now,
@@ -566,7 +602,7 @@ pub fn complete(
         "complete",
         "ok",
         "",
-        Some(job.attempt),
+        Some(done.attempt),
     )?;
     Ok(done)
 }
