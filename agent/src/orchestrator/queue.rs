@@ -1111,4 +1111,43 @@ mod tests {
             plans[2]
         );
     }
+
+    #[test]
+    fn a_multi_claim_hands_jobs_out_by_priority_then_age() {
+        let (_d, s) = store();
+        let a = bot("a", 1001);
+        let order = s
+            .call_blocking(move |c| {
+                for (prio, at) in [(0, 10), (5, 30), (1, 20), (5, 20)] {
+                    let mut j = new_job("");
+                    j.priority = prio;
+                    j.run_at = at;
+                    enqueue(c, &a, &j, 100, None)?;
+                }
+                let mut r = req(60_000);
+                r.limit = 10;
+                let got = claim(c, &a, &r, 100)?;
+                let again = claim(c, &a, &r, 100)?;
+                Ok((
+                    got.iter()
+                        .map(|j| (j.job.priority, j.job.run_at, j.job.status.clone()))
+                        .collect::<Vec<_>>(),
+                    again.len(),
+                ))
+            })
+            .unwrap();
+        let running = |p, t| (p, t, "running".to_string());
+        assert_eq!(
+            order,
+            (
+                vec![
+                    running(5, 20),
+                    running(5, 30),
+                    running(1, 20),
+                    running(0, 10)
+                ],
+                0
+            )
+        );
+    }
 }
