@@ -7,7 +7,8 @@ use clawdlets::exit::ExitCode;
 
 /// mimalloc instead of glibc malloc: the daemons allocate small, short-lived objects on several
 /// threads at once (request parsing, JSON, row decoding), where glibc's arenas spent ~5 % of the
-/// orchestrator's CPU in malloc/free/consolidate.
+/// orchestrator's CPU in malloc/free/consolidate. Built with `no_thp`: with transparent huge
+/// pages its arenas raised the idle daemon's RSS from 13 to 21 MB.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
