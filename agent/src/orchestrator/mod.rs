@@ -180,6 +180,7 @@ fn serve(s: config::Settings) -> anyhow::Result<ExitCode> {
             .map(|a| format!("http://{a}"))
     });
     drop_capabilities();
+    store::tune_sqlite_process();
     let (store, writer) = store::Store::open(&s.state)
         .with_context(|| format!("cannot open state '{}'", s.state.display()))?;
     let key_path = s.state.with_file_name("vm-auth.key");

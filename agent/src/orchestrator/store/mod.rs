@@ -309,6 +309,21 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
+/// Process-wide SQLite settings for the daemon. Call before any connection is opened, while
+/// no other thread uses SQLite (`sqlite3_config` is not thread-safe); later calls do nothing.
+/// Turns off SQLite's allocation statistics, which take a global mutex around every malloc
+/// and free and which nothing here reads.
+pub fn tune_sqlite_process() {
+    // SAFETY: called at daemon start before SQLite is initialised; on an initialised library it
+    // returns SQLITE_MISUSE and changes nothing. The variadic argument is the documented int.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as libc::c_int)
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        tracing::debug!(rc, "SQLite was already initialised; memory statistics stay on");
+    }
+}
+
 /// Makes the state directory private (0700) and the database file 0600 before SQLite touches
 /// it, then opens it with WAL, NORMAL sync (durable across a process crash; a power loss may
 /// drop the last few hundred milliseconds), a busy timeout and foreign keys.
