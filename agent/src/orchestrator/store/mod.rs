@@ -320,7 +320,10 @@ pub fn tune_sqlite_process() {
         rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as libc::c_int)
     };
     if rc != rusqlite::ffi::SQLITE_OK {
-        tracing::debug!(rc, "SQLite was already initialised; memory statistics stay on");
+        tracing::debug!(
+            rc,
+            "SQLite was already initialised; memory statistics stay on"
+        );
     }
 }
 
