@@ -1093,10 +1093,14 @@ fn concurrent_installers_are_serialized() {
         .map(|k| secret(&format!("s{k}"), &format!("k{k}"), f, "yaml", json!({})))
         .collect();
     let m = h.manifest("m.json", &manifest(secrets, vec![], json!({})));
+    // Each run reports the generation it read as active and the one it wrote.
+    let mut runs: Vec<(u64, u64)> = Vec::new();
     for round in 0..5 {
         let children: Vec<_> = (0..3)
             .map(|_| {
                 h.cmd(&m)
+                    .arg("--json")
+                    .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
                     .unwrap()
@@ -1105,6 +1109,9 @@ fn concurrent_installers_are_serialized() {
         for c in children {
             let out = c.wait_with_output().unwrap();
             assert!(out.status.success(), "round {round}: {}", stderr(&out));
+            let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let n = |k: &str| r[k].as_u64().unwrap_or(0);
+            runs.push((n("previousGeneration"), n("generation")));
         }
         for k in 0..20 {
             assert_eq!(
@@ -1119,5 +1126,9 @@ fn concurrent_installers_are_serialized() {
             h.mount_entries()
         );
     }
+    // Serialized: every run saw the previous run's generation and wrote the next one.
+    runs.sort_unstable();
+    let expected: Vec<(u64, u64)> = (0..15).map(|k| (k, k + 1)).collect();
+    assert_eq!(runs, expected, "(previous, written) per run");
     assert_eq!(h.link_target(), h.p("run/secrets.d/15"));
 }

@@ -54,14 +54,32 @@ pub fn prepare(
         path: path.to_path_buf(),
         detail,
     };
-    if let Some(parent) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| fail(format!("cannot create parent directory: {e}")))?;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(parent)
+        .map_err(|e| fail(format!("cannot create parent directory: {e}")))?;
+    // Two first runs at once (activation and a manual run) must not both see "not mounted" and
+    // stack two filesystems: the later would lock and fill a different directory than the
+    // earlier. The parent's lock makes look-and-mount one step; it is released on return, when
+    // the mount point's own lock (`MountDir`) takes over.
+    let parent_fd = super::generation::open_dir(parent)
+        .map_err(|e| fail(format!("cannot open parent directory: {e}")))?;
+    let _parent_lock = nix::fcntl::Flock::lock(parent_fd, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| fail(format!("cannot lock parent directory: {e}")))?;
+    // A concurrent first run may create the mount point between our look and our mkdir: its
+    // EEXIST is fine, and the look is repeated on what it made.
+    let mut meta = std::fs::symlink_metadata(path);
+    if matches!(&meta, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+        match std::fs::DirBuilder::new().mode(0o700).create(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(format!("cannot create: {e}"))),
+        }
+        meta = std::fs::symlink_metadata(path);
     }
-    match std::fs::symlink_metadata(path) {
+    match meta {
         Ok(m) if m.file_type().is_symlink() => {
             return Err(InstallError::Planted {
                 path: path.to_path_buf(),
@@ -75,12 +93,6 @@ pub fn prepare(
             });
         }
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(path)
-                .map_err(|e| fail(format!("cannot create: {e}")))?;
-        }
         Err(e) => return Err(fail(e.to_string())),
     }
     let mut result = Prepared::PlainDirectory;
