@@ -725,14 +725,11 @@ pub fn prune(
     let cutoff = now - retention_ms;
     let mut n = 0;
     n += conn.execute(
-        "DELETE FROM events WHERE job_id IN (SELECT job_id FROM jobs WHERE status IN ('done','failed','canceled') AND updated_at < ?1)",
-        [cutoff],
-    )?;
-    n += conn.execute(
         "DELETE FROM jobs WHERE status IN ('done','failed','canceled') AND updated_at < ?1",
         [cutoff],
     )?;
     // Event ids grow with time: delete the prefix older than the cutoff without a time index.
+    // A pruned job's events are all older than its last update, so they go with that prefix.
     n += conn.execute(
         "DELETE FROM events WHERE id < coalesce((SELECT id FROM events WHERE at >= ?1 ORDER BY id LIMIT 1), \
          (SELECT max(id) + 1 FROM events), 0)",

@@ -141,9 +141,12 @@ CREATE INDEX cattle_by_status ON cattle(status, expires_at);
 /// Version 5: every job write maintained seven B-trees, most of them indexing finished jobs
 /// that only listings and metrics read. The claim and lease-expiry scans and the per-bot quota
 /// now use partial indexes over the jobs that are still queued or running, so a finished job
-/// leaves them; listing by kind (admins only) scans instead of keeping `jobs_by_kind`.
+/// leaves them; listing by kind (admins only) scans instead of keeping `jobs_by_kind`. The audit
+/// table loses its per-job index: pruning cuts it by time, and a person reading one job's trail
+/// can afford a scan of the retained rows.
 const V5: &str = "
 DROP INDEX jobs_by_kind;
+DROP INDEX events_by_job;
 DROP INDEX jobs_claim;
 DROP INDEX jobs_by_status_lease_until;
 DROP INDEX jobs_by_requester_status;
