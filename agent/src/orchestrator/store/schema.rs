@@ -138,21 +138,46 @@ CREATE TABLE cattle (
 CREATE INDEX cattle_by_status ON cattle(status, expires_at);
 ";
 
-/// Version 5: every job write maintained seven B-trees, most of them indexing finished jobs
-/// that only listings and metrics read. The claim and lease-expiry scans and the per-bot quota
-/// now use partial indexes over the jobs that are still queued or running, so a finished job
-/// leaves them; listing by kind (admins only) scans instead of keeping `jobs_by_kind`. The audit
-/// table loses its per-job index: pruning cuts it by time, and a person reading one job's trail
-/// can afford a scan of the retained rows.
+/// Version 5: every job write maintained eight B-trees, most of them indexing finished jobs
+/// that only listings and metrics read. The job table becomes `WITHOUT ROWID`, clustered on its
+/// time-ordered id (the table and its primary-key index were two B-trees); the claim and
+/// lease-expiry scans and the per-bot quota use partial indexes over the jobs that are still
+/// queued or running, so a finished job leaves them; listing by kind (admins only) scans
+/// instead of keeping `jobs_by_kind`. The audit table loses its per-job index: pruning cuts it
+/// by time, and a person reading one job's trail can afford a scan of the retained rows.
 const V5: &str = "
-DROP INDEX jobs_by_kind;
-DROP INDEX events_by_job;
-DROP INDEX jobs_claim;
-DROP INDEX jobs_by_status_lease_until;
-DROP INDEX jobs_by_requester_status;
+CREATE TABLE jobs_v5 (
+  job_id TEXT NOT NULL PRIMARY KEY,
+  kind TEXT NOT NULL,
+  payload_json TEXT NOT NULL,
+  requester TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL,
+  status TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  run_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  locked_by TEXT,
+  lease_until INTEGER,
+  last_error TEXT,
+  result_json TEXT,
+  requester_uid INTEGER,
+  locked_by_uid INTEGER,
+  lease_token INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+INSERT INTO jobs_v5 SELECT job_id, kind, payload_json, requester, idempotency_key, status,
+  priority, run_at, created_at, updated_at, attempt, max_attempts, locked_by, lease_until,
+  last_error, result_json, requester_uid, locked_by_uid, lease_token FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v5 RENAME TO jobs;
+CREATE UNIQUE INDEX jobs_by_idempotency ON jobs(requester, idempotency_key) WHERE idempotency_key != '';
+CREATE INDEX jobs_by_requester ON jobs(requester, created_at DESC);
 CREATE INDEX jobs_queued ON jobs(priority DESC, run_at) WHERE status = 'queued';
 CREATE INDEX jobs_leased ON jobs(lease_until) WHERE status = 'running';
 CREATE INDEX jobs_active_by_requester ON jobs(requester) WHERE status IN ('queued', 'running');
+DROP INDEX events_by_job;
 ";
 
 const STEPS: [&str; 5] = [V1, V2, V3, V4, V5];
@@ -181,9 +206,4 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, StoreError> {
 /// The legacy schema exactly as version 3 (used by tests to build a pre-upgrade database).
 pub fn legacy_v3_ddl() -> String {
     format!("{V1}{V2}{V3}PRAGMA user_version = 3;")
-}
-
-/// The schema exactly as version 4, the previous clawdlets release (for migration tests).
-pub fn v4_ddl() -> String {
-    format!("{V1}{V2}{V3}{V4}PRAGMA user_version = 4;")
 }
