@@ -174,7 +174,7 @@ DROP TABLE jobs;
 ALTER TABLE jobs_v5 RENAME TO jobs;
 CREATE UNIQUE INDEX jobs_by_idempotency ON jobs(requester, idempotency_key) WHERE idempotency_key != '';
 CREATE INDEX jobs_by_requester ON jobs(requester, created_at DESC);
-CREATE INDEX jobs_queued ON jobs(priority DESC, run_at) WHERE status = 'queued';
+CREATE INDEX jobs_queued ON jobs(priority DESC, run_at, created_at) WHERE status = 'queued';
 CREATE INDEX jobs_leased ON jobs(lease_until) WHERE status = 'running';
 CREATE INDEX jobs_active_by_requester ON jobs(requester) WHERE status IN ('queued', 'running');
 DROP INDEX events_by_job;
