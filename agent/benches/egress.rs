@@ -261,21 +261,7 @@ impl Link {
         let id = std::process::id() % 100_000;
         let ns = format!("clf-bench-{id}");
         let (host_if, ns_if) = (format!("cbh{id}"), format!("cbn{id}"));
-        let ip = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .map_err(|e| format!("ip: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "ip {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
+        let ip = |args: &[&str]| run_tool("ip", args);
         ip(&["netns", "add", &ns])?;
         // From here on, Drop deletes the namespace and with it the veth pair.
         let mut link = Link {
@@ -325,19 +311,24 @@ impl Link {
             None => args.push("pfifo_fast"),
             Some(r) => args.extend(["tbf", "rate", r, "burst", "2mb", "latency", "50ms"]),
         }
-        let out = Command::new("tc")
-            .args(&args)
-            .output()
-            .map_err(|e| format!("tc: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "tc {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        run_tool("tc", &args)
+    }
+}
+
+/// Runs a setup tool; its stderr becomes the error.
+fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

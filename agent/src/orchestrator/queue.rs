@@ -1097,7 +1097,11 @@ mod tests {
             })
             .unwrap();
         assert!(plans[0].contains("jobs_queued"), "claim: {}", plans[0]);
-        assert!(!plans[0].contains("TEMP B-TREE"), "claim sorts: {}", plans[0]);
+        assert!(
+            !plans[0].contains("TEMP B-TREE"),
+            "claim sorts: {}",
+            plans[0]
+        );
         assert!(
             plans[1].contains("jobs_leased"),
             "lease expiry: {}",
