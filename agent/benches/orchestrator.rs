@@ -1,7 +1,8 @@
 //! Orchestrator throughput benchmark: N concurrent clients each run full job cycles
 //! (enqueue → claim → complete) over the unix socket against a running daemon, and then the
 //! same cycle on Redis Streams (XADD → XREADGROUP → XACK) as the baseline, in the same run.
-//! Prints throughput and p50/p99 latency per cycle and per request as JSON lines.
+//! Prints throughput and p50/p99 latency per cycle and per request as JSON lines, and the HTTP
+//! layer's own ceiling (three `GET /healthz` per cycle, no store) with the same clients.
 //! Driven by `scripts/bench/orchestrator.sh`, which starts both servers.
 //!
 //! Usage: orchestrator --socket PATH [--redis unix:///path] [--clients 16] [--seconds 5]
@@ -96,6 +97,51 @@ async fn call(tx: &mut Sender, path: &str, body: String, s: &mut Samples) -> Opt
         return None;
     }
     Some(bytes)
+}
+
+/// The HTTP layer's ceiling on this machine: the same clients and connections, each "cycle" three
+/// `GET /healthz` round trips (no identity check, no SQLite). No cycle of real requests can be
+/// faster than this.
+async fn healthz_client(socket: String, deadline: Instant, _id: usize) -> Samples {
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .expect("connect to orchestrator");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::task::spawn_local(conn);
+    let mut s = Samples::default();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let mut ok = true;
+        for _ in 0..3 {
+            let Ok(req) = hyper::Request::builder()
+                .method("GET")
+                .uri("/healthz")
+                .header("host", "localhost")
+                .body(Full::new(Bytes::new()))
+            else {
+                return s;
+            };
+            let r = Instant::now();
+            let answered = match tx.send_request(req).await {
+                Ok(resp) => {
+                    let fine = resp.status().is_success();
+                    resp.into_body().collect().await.is_ok() && fine
+                }
+                Err(_) => false,
+            };
+            s.request_us.push(r.elapsed().as_micros() as u32);
+            ok &= answered;
+        }
+        if ok {
+            s.cycles += 1;
+            s.cycle_us.push(t.elapsed().as_micros() as u32);
+        } else {
+            s.errors += 1;
+        }
+    }
+    s
 }
 
 /// The part of a claim answer the client needs (the rest is skipped unparsed).
@@ -291,6 +337,12 @@ fn main() {
         })
         .await;
         report("clawdlets-orchestrator", a.clients, el, s);
+        let socket = a.socket.clone();
+        let (el, s) = run_all(a.clients, a.seconds, |d, i| {
+            healthz_client(socket.clone(), d, i)
+        })
+        .await;
+        report("clawdlets-http-only-3x-healthz", a.clients, el, s);
         if let Some(url) = &a.redis {
             let client = redis::Client::open(url.as_str()).expect("redis url");
             let mut con = client
