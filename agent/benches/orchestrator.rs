@@ -78,14 +78,23 @@ fn report(name: &str, clients: usize, elapsed: Duration, mut all: Samples) -> Va
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-/// POSTs a JSON body; returns the response body of a 2xx answer.
-async fn call(tx: &mut Sender, path: &str, body: String, s: &mut Samples) -> Option<Bytes> {
-    let req = hyper::Request::builder()
-        .method("POST")
+/// Sends one request (a JSON body for POST, none for GET); returns the body of a 2xx answer.
+async fn call(
+    tx: &mut Sender,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    s: &mut Samples,
+) -> Option<Bytes> {
+    let mut req = hyper::Request::builder()
+        .method(method)
         .uri(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .header("host", "localhost");
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
         .ok()?;
     let t = Instant::now();
     let resp = tx.send_request(req).await.ok()?;
@@ -99,46 +108,35 @@ async fn call(tx: &mut Sender, path: &str, body: String, s: &mut Samples) -> Opt
     Some(bytes)
 }
 
+/// One keep-alive HTTP/1.1 connection to the daemon's socket.
+async fn connect(socket: &str) -> Sender {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect to orchestrator");
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::task::spawn_local(conn);
+    tx
+}
+
 /// The HTTP layer's ceiling on this machine: the same clients and connections, each "cycle" three
 /// `GET /healthz` round trips (no identity check, no SQLite). No cycle of real requests can be
 /// faster than this.
 async fn healthz_client(socket: String, deadline: Instant, _id: usize) -> Samples {
-    let stream = tokio::net::UnixStream::connect(&socket)
-        .await
-        .expect("connect to orchestrator");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::task::spawn_local(conn);
+    let mut tx = connect(&socket).await;
     let mut s = Samples::default();
     while Instant::now() < deadline {
         let t = Instant::now();
         let mut ok = true;
         for _ in 0..3 {
-            let Ok(req) = hyper::Request::builder()
-                .method("GET")
-                .uri("/healthz")
-                .header("host", "localhost")
-                .body(Full::new(Bytes::new()))
-            else {
-                return s;
-            };
-            let r = Instant::now();
-            let answered = match tx.send_request(req).await {
-                Ok(resp) => {
-                    let fine = resp.status().is_success();
-                    resp.into_body().collect().await.is_ok() && fine
-                }
-                Err(_) => false,
-            };
-            s.request_us.push(r.elapsed().as_micros() as u32);
-            ok &= answered;
+            ok &= call(&mut tx, "GET", "/healthz", None, &mut s)
+                .await
+                .is_some();
         }
         if ok {
             s.cycles += 1;
             s.cycle_us.push(t.elapsed().as_micros() as u32);
-        } else {
-            s.errors += 1;
         }
     }
     s
@@ -160,13 +158,7 @@ struct ClaimedJob {
 /// A client as lean as a production worker would be: bodies written directly, answers parsed
 /// into the fields it uses, so the client thread takes little of the machine from the servers.
 async fn orch_client(socket: String, deadline: Instant, id: usize) -> Samples {
-    let stream = tokio::net::UnixStream::connect(&socket)
-        .await
-        .expect("connect to orchestrator");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::task::spawn_local(conn);
+    let mut tx = connect(&socket).await;
     let mut s = Samples::default();
     let mut i = 0u64;
     while Instant::now() < deadline {
@@ -175,7 +167,7 @@ async fn orch_client(socket: String, deadline: Instant, id: usize) -> Samples {
         let enq = format!(
             r#"{{"protocolVersion":1,"kind":"bench.cycle","payload":{{"client":{id},"i":{i}}}}}"#
         );
-        if call(&mut tx, "/v1/jobs/enqueue", enq, &mut s)
+        if call(&mut tx, "POST", "/v1/jobs/enqueue", Some(enq), &mut s)
             .await
             .is_none()
         {
@@ -184,7 +176,8 @@ async fn orch_client(socket: String, deadline: Instant, id: usize) -> Samples {
         let mut done = false;
         for _ in 0..10 {
             let claim = r#"{"kinds":["bench.cycle"]}"#.to_string();
-            let Some(answer) = call(&mut tx, "/v1/jobs/claim", claim, &mut s).await else {
+            let Some(answer) = call(&mut tx, "POST", "/v1/jobs/claim", Some(claim), &mut s).await
+            else {
                 break;
             };
             let Some(job) = serde_json::from_slice::<ClaimAnswer>(&answer)
@@ -198,7 +191,9 @@ async fn orch_client(socket: String, deadline: Instant, id: usize) -> Samples {
                 r#"{{"leaseToken":{},"result":{{"ok":true}}}}"#,
                 job.lease_token
             );
-            done = call(&mut tx, &path, body, &mut s).await.is_some();
+            done = call(&mut tx, "POST", &path, Some(body), &mut s)
+                .await
+                .is_some();
             break;
         }
         if done {

@@ -202,36 +202,21 @@ async fn route_unix(
         ));
     }
     let Some(actor) = peer.actor.clone() else {
-        inc(&app.metrics.denied);
         let uid = peer.uid;
-        let now = app.clock.now_ms();
-        let p = path.clone();
-        let _ = app
-            .store
-            .call(move |c| {
-                audit::record(
-                    c,
-                    now,
-                    None,
-                    Who {
-                        uid,
-                        name: "unknown",
-                    },
-                    "request",
-                    "denied",
-                    &format!("uid has no user entry: {p}"),
-                    None,
-                )
-            })
-            .await;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(refuse(
+            app,
+            Who {
+                uid,
+                name: "unknown",
+            },
+            "request",
+            &format!("uid has no user entry: {path}"),
             format!(
                 "uid {} is not a known user",
                 uid.map(|u| u.to_string()).unwrap_or("?".into())
             ),
-        ));
+        )
+        .await);
     };
     if path == "/metrics" {
         if method != Method::GET {
@@ -318,33 +303,32 @@ struct EnqueueBody {
 }
 
 async fn deny(app: &App, actor: &Actor, action: &str, message: String) -> ApiError {
+    let who = Who {
+        uid: Some(actor.uid),
+        name: &actor.name,
+    };
+    refuse(app, who, action, &message.clone(), message).await
+}
+
+/// Counts and audits a refusal (`audited` goes to the trail), then returns the 403 to answer
+/// with (`answer` goes to the caller).
+async fn refuse(app: &App, who: Who<'_>, action: &str, audited: &str, answer: String) -> ApiError {
     inc(&app.metrics.denied);
     let now = app.clock.now_ms();
-    let (uid, name, action_s, m) = (
-        actor.uid,
-        actor.name.clone(),
+    let (uid, name, action, audited) = (
+        who.uid,
+        who.name.to_string(),
         action.to_string(),
-        message.clone(),
+        audited.to_string(),
     );
     let _ = app
         .store
         .call(move |c| {
-            audit::record(
-                c,
-                now,
-                None,
-                Who {
-                    uid: Some(uid),
-                    name: &name,
-                },
-                &action_s,
-                "denied",
-                &m,
-                None,
-            )
+            let who = Who { uid, name: &name };
+            audit::record(c, now, None, who, &action, "denied", &audited, None)
         })
         .await;
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", answer)
 }
 
 async fn enqueue(app: &Arc<App>, actor: &Actor, body: Incoming) -> Result<Resp, ApiError> {

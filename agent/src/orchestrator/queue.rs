@@ -368,41 +368,34 @@ pub fn expire_leases(conn: &Connection, now: i64) -> Result<usize, StoreError> {
         .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (job_id, attempt, max) in &rows {
-        if attempt >= max {
-            conn.prepare_cached(
+        let (sql, outcome, message) = if attempt >= max {
+            (
                 "UPDATE jobs SET status = 'failed', updated_at = ?2, lease_until = NULL, \
                  lease_token = lease_token + 1, last_error = 'lease expired; no attempts left' \
                  WHERE job_id = ?1",
-            )?
-            .execute(params![job_id, now])?;
-            audit::record(
-                conn,
-                now,
-                Some(job_id),
-                Who::DAEMON,
-                "lease_expired",
                 "failed",
                 "no attempts left",
-                Some(*attempt),
-            )?;
+            )
         } else {
-            conn.prepare_cached(
+            (
                 "UPDATE jobs SET status = 'queued', updated_at = ?2, run_at = ?2, lease_until = NULL, \
                  lease_token = lease_token + 1, locked_by = NULL, locked_by_uid = NULL, \
                  last_error = 'lease expired' WHERE job_id = ?1",
-            )?
-            .execute(params![job_id, now])?;
-            audit::record(
-                conn,
-                now,
-                Some(job_id),
-                Who::DAEMON,
-                "lease_expired",
                 "requeued",
                 "lease expired",
-                Some(*attempt),
-            )?;
-        }
+            )
+        };
+        conn.prepare_cached(sql)?.execute(params![job_id, now])?;
+        audit::record(
+            conn,
+            now,
+            Some(job_id),
+            Who::DAEMON,
+            "lease_expired",
+            outcome,
+            message,
+            Some(*attempt),
+        )?;
     }
     Ok(rows.len())
 }

@@ -135,13 +135,8 @@ impl Store {
     {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
         let op = make_op(f, reply_tx);
-        self.tx
-            .send(op)
-            .await
-            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?;
-        reply_rx
-            .await
-            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?
+        self.tx.send(op).await.map_err(|_| writer_stopped())?;
+        reply_rx.await.map_err(|_| writer_stopped())?
     }
 
     /// Blocking variant for threads outside the runtime (tests, the CLI's `--check` paths).
@@ -152,13 +147,13 @@ impl Store {
     {
         let (reply_tx, reply_rx) = oneshot::channel::<Result<T, StoreError>>();
         let op = make_op(f, reply_tx);
-        self.tx
-            .blocking_send(op)
-            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?;
-        reply_rx
-            .blocking_recv()
-            .map_err(|_| StoreError::Unavailable("writer thread has stopped".into()))?
+        self.tx.blocking_send(op).map_err(|_| writer_stopped())?;
+        reply_rx.blocking_recv().map_err(|_| writer_stopped())?
     }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("writer thread has stopped".into())
 }
 
 /// Wraps a caller's closure as an `Op` that answers on `reply_tx` once its transaction ended.
