@@ -35,13 +35,7 @@ pub fn record(
     message: &str,
     attempt: Option<i64>,
 ) -> Result<(), StoreError> {
-    let mut st = conn.prepare_cached(
-        "INSERT INTO events (at, job_id, actor_uid, actor, action, outcome, message, attempt) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    st.execute(rusqlite::params![
-        now, job_id, who.uid, who.name, action, outcome, message, attempt
-    ])?;
+    insert(conn, now, job_id, who, action, outcome, message, attempt)?;
     let refusal = matches!(
         outcome,
         "denied"
@@ -85,7 +79,9 @@ thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records a refusal that must survive the rollback of the failing operation.
+/// Records a refusal by an operation that is about to fail. The store writes it after the
+/// operation returned: written inside the operation it would count as a write before failing,
+/// which rolls the whole batch back (see `store`).
 pub fn denied(
     now: i64,
     job_id: Option<&str>,
@@ -114,14 +110,36 @@ pub fn flush(conn: &Connection) -> Result<(), StoreError> {
     if pending.is_empty() {
         return Ok(());
     }
-    let mut st = conn.prepare_cached(
-        "INSERT INTO events (at, job_id, actor_uid, actor, action, outcome, message, attempt) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)",
-    )?;
     for p in pending {
-        st.execute(rusqlite::params![
-            p.at, p.job_id, p.uid, p.name, p.action, p.outcome, p.message
-        ])?;
+        let who = Who {
+            uid: p.uid,
+            name: &p.name,
+        };
+        let job = p.job_id.as_deref();
+        insert(
+            conn, p.at, job, who, &p.action, &p.outcome, &p.message, None,
+        )?;
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert(
+    conn: &Connection,
+    at: i64,
+    job_id: Option<&str>,
+    who: Who<'_>,
+    action: &str,
+    outcome: &str,
+    message: &str,
+    attempt: Option<i64>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO events (at, job_id, actor_uid, actor, action, outcome, message, attempt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(rusqlite::params![
+        at, job_id, who.uid, who.name, action, outcome, message, attempt
+    ])?;
     Ok(())
 }
