@@ -243,42 +243,54 @@ fn orchestrator_bad_input_gets_clear_errors() {
     assert_eq!(st, 404);
     let (st, v) = d.get("/v1/jobs/enqueue");
     assert_eq!(st, 405, "{v}");
-    let (st, _) = http(s, "DELETE", "/v1/jobs", None);
-    assert_eq!(st, 405);
-    let (st, v) = http(
-        s,
-        "POST",
-        "/v1/jobs/enqueue",
-        Some(b"{\"protocolVersion\":1,"),
-    );
-    assert_eq!(st, 400);
-    assert!(err(&v).contains("invalid JSON"));
-    let (st, v) = http(
-        s,
-        "POST",
-        "/v1/jobs/enqueue",
-        Some(b"{\"protocolVersion\":2,\"kind\":\"a\"}"),
-    );
-    assert_eq!(st, 400);
-    assert!(err(&v).contains("protocolVersion"));
-    let (st, v) = http(
-        s,
-        "POST",
-        "/v1/jobs/enqueue",
-        Some(b"{\"protocolVersion\":1,\"kind\":\"a\",\"maxAttempt\":3}"),
-    );
-    assert_eq!(st, 400, "unknown fields are refused: {v}");
-    let (st, _) = http(
-        s,
-        "POST",
-        "/v1/jobs/enqueue",
-        Some(b"{\"protocolVersion\":1,\"kind\":\"BAD KIND\"}"),
-    );
-    assert_eq!(st, 400);
-    let (st, _) = d.get("/v1/jobs?status=exploded");
-    assert_eq!(st, 400);
-    let (st, _) = d.get("/v1/jobs?limit=100000");
-    assert_eq!(st, 400);
+    // (method, path, body, expected status, text the error message must contain)
+    type Refused<'a> = (&'a str, &'a str, Option<&'a [u8]>, u16, &'a str);
+    let refused: [Refused; 8] = [
+        ("DELETE", "/v1/jobs", None, 405, ""),
+        (
+            "POST",
+            "/v1/jobs/enqueue",
+            Some(b"{\"protocolVersion\":1,"),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/v1/jobs/enqueue",
+            Some(b"{\"protocolVersion\":2,\"kind\":\"a\"}"),
+            400,
+            "protocolVersion",
+        ),
+        // Unknown fields are refused.
+        (
+            "POST",
+            "/v1/jobs/enqueue",
+            Some(b"{\"protocolVersion\":1,\"kind\":\"a\",\"maxAttempt\":3}"),
+            400,
+            "",
+        ),
+        (
+            "POST",
+            "/v1/jobs/enqueue",
+            Some(b"{\"protocolVersion\":1,\"kind\":\"BAD KIND\"}"),
+            400,
+            "",
+        ),
+        ("GET", "/v1/jobs?status=exploded", None, 400, ""),
+        ("GET", "/v1/jobs?limit=100000", None, 400, ""),
+        (
+            "POST",
+            "/v1/jobs/zzz/complete",
+            Some(b"{\"leaseToken\":1}"),
+            404,
+            "",
+        ),
+    ];
+    for (method, path, body, status, message) in refused {
+        let (st, v) = http(s, method, path, body);
+        assert_eq!(st, status, "{method} {path}: {v}");
+        assert!(err(&v).contains(message), "{method} {path}: {v}");
+    }
     let big = format!(
         "{{\"protocolVersion\":1,\"kind\":\"a\",\"payload\":\"{}\"}}",
         "x".repeat(300 * 1024)
@@ -291,13 +303,6 @@ fn orchestrator_bad_input_gets_clear_errors() {
     );
     let (st, _) = http(s, "POST", "/v1/jobs/enqueue", Some(mid.as_bytes()));
     assert_eq!(st, 413, "payload over maxPayloadBytes");
-    let (st, _) = http(
-        s,
-        "POST",
-        "/v1/jobs/zzz/complete",
-        Some(b"{\"leaseToken\":1}"),
-    );
-    assert_eq!(st, 404);
     let (st, _) = http(
         s,
         "POST",
