@@ -12,6 +12,7 @@
 //! This module knows nothing about HTTP or job semantics (see `queue`, `tokens`, `vmauth`).
 
 pub mod schema;
+mod walbuf;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -345,10 +346,14 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             .map_err(io)?;
     }
     drop(f);
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match walbuf::register() {
+        Ok(()) => Connection::open_with_flags_and_vfs(path, flags, walbuf::NAME)?,
+        Err(rc) => {
+            tracing::warn!(rc, "cannot register the WAL write shim; using the default VFS");
+            Connection::open_with_flags(path, flags)?
+        }
+    };
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
