@@ -134,8 +134,9 @@ fn insert(
     message: &str,
     attempt: Option<i64>,
 ) -> Result<(), StoreError> {
+    // OR FAIL: no statement journal for a one-row insert (see `queue`).
     conn.prepare_cached(
-        "INSERT INTO events (at, job_id, actor_uid, actor, action, outcome, message, attempt) \
+        "INSERT OR FAIL INTO events (at, job_id, actor_uid, actor, action, outcome, message, attempt) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(rusqlite::params![

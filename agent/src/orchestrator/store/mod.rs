@@ -350,7 +350,10 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = match walbuf::register() {
         Ok(()) => Connection::open_with_flags_and_vfs(path, flags, walbuf::NAME)?,
         Err(rc) => {
-            tracing::warn!(rc, "cannot register the WAL write shim; using the default VFS");
+            tracing::warn!(
+                rc,
+                "cannot register the WAL write shim; using the default VFS"
+            );
             Connection::open_with_flags(path, flags)?
         }
     };

@@ -383,16 +383,25 @@ mod tests {
                 expected += round * 1000 + i;
             }
             // Touches pages already written to this transaction's frames.
-            tx.execute("UPDATE t SET v = zeroblob(100) WHERE k = ?1", [round * 1000])
-                .unwrap();
+            tx.execute(
+                "UPDATE t SET v = zeroblob(100) WHERE k = ?1",
+                [round * 1000],
+            )
+            .unwrap();
             tx.commit().unwrap();
             assert_eq!(sum(&reader), expected, "round {round}: live reader");
             if round % 7 == 0 {
                 let scratch = dir.path().join("crash");
-                assert_eq!(recovered_sum(&path, &scratch), expected, "round {round}: recovery");
+                assert_eq!(
+                    recovered_sum(&path, &scratch),
+                    expected,
+                    "round {round}: recovery"
+                );
             }
             if round % 40 == 39 {
-                writer.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+                writer
+                    .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .unwrap();
             }
         }
     }
@@ -402,7 +411,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let mut c = open(&path);
-        c.execute("INSERT INTO t (k, v) VALUES (1, x'01')", []).unwrap();
+        c.execute("INSERT INTO t (k, v) VALUES (1, x'01')", [])
+            .unwrap();
         {
             let tx = c.transaction().unwrap();
             for i in 2..2000i64 {
@@ -411,7 +421,8 @@ mod tests {
             }
             tx.rollback().unwrap();
         }
-        c.execute("INSERT INTO t (k, v) VALUES (5, x'05')", []).unwrap();
+        c.execute("INSERT INTO t (k, v) VALUES (5, x'05')", [])
+            .unwrap();
         assert_eq!(recovered_sum(&path, &dir.path().join("crash")), 6);
         drop(c);
         assert_eq!(sum(&Connection::open(&path).unwrap()), 6);
