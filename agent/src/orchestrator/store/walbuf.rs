@@ -47,14 +47,7 @@ struct Pending {
     commit_header_seen: bool,
 }
 
-struct Registered {
-    vfs: *mut ffi::sqlite3_vfs,
-}
-// SAFETY: the VFS object is created once, never freed, and only read by SQLite afterwards.
-unsafe impl Send for Registered {}
-unsafe impl Sync for Registered {}
-
-static REGISTERED: OnceLock<Result<Registered, c_int>> = OnceLock::new();
+static REGISTERED: OnceLock<Result<(), c_int>> = OnceLock::new();
 
 /// Registers the shim (once per process) over the default VFS. Returns SQLite's error code if
 /// that fails; callers then open connections without it.
@@ -76,8 +69,9 @@ pub fn register() -> Result<(), c_int> {
                 vfs.szOsFile = vfs_file_size((*parent).szOsFile);
                 vfs.zName = NAME.as_ptr();
                 vfs.pNext = std::ptr::null_mut();
-                // Every other method is the parent's: they take the same arguments and read
-                // only fields (mxPathname, pAppData) that the copy shares.
+                // Every other method is the parent's: they take the same arguments, and of the
+                // VFS object they read only mxPathname, which the copy keeps. pAppData (read
+                // only by the parent's xOpen, which gets the parent) now finds the parent.
                 vfs.pAppData = parent.cast();
                 vfs.xOpen = Some(x_open);
                 let vfs = Box::into_raw(Box::new(vfs));
@@ -86,12 +80,10 @@ pub fn register() -> Result<(), c_int> {
                     drop(Box::from_raw(vfs));
                     return Err(rc);
                 }
-                Ok(Registered { vfs })
+                Ok(())
             }
         })
-        .as_ref()
-        .map(|r| debug_assert!(!r.vfs.is_null()))
-        .map_err(|rc| *rc)
+        .clone()
 }
 
 fn vfs_file_size(parent: c_int) -> c_int {
@@ -165,6 +157,10 @@ unsafe fn flush(f: *mut ffi::sqlite3_file) -> c_int {
             at += chunk.len() as i64;
         }
         p.bytes.clear();
+        if p.bytes.capacity() > MAX_PENDING {
+            // A large transaction grew the buffer; do not keep that memory while idle.
+            p.bytes.shrink_to(64 * 1024);
+        }
         rc
     }
 }
