@@ -52,38 +52,36 @@ static REGISTERED: OnceLock<Result<(), c_int>> = OnceLock::new();
 /// Registers the shim (once per process) over the default VFS. Returns SQLite's error code if
 /// that fails; callers then open connections without it.
 pub fn register() -> Result<(), c_int> {
-    REGISTERED
-        .get_or_init(|| {
-            // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS, valid for the process
-            // lifetime; we copy it and leak the copy, which SQLite keeps a pointer to.
-            unsafe {
-                let rc = ffi::sqlite3_initialize();
-                if rc != ffi::SQLITE_OK {
-                    return Err(rc);
-                }
-                let parent = ffi::sqlite3_vfs_find(std::ptr::null());
-                if parent.is_null() {
-                    return Err(ffi::SQLITE_ERROR);
-                }
-                let mut vfs: ffi::sqlite3_vfs = *parent;
-                vfs.szOsFile = vfs_file_size((*parent).szOsFile);
-                vfs.zName = NAME.as_ptr();
-                vfs.pNext = std::ptr::null_mut();
-                // Every other method is the parent's: they take the same arguments, and of the
-                // VFS object they read only mxPathname, which the copy keeps. pAppData (read
-                // only by the parent's xOpen, which gets the parent) now finds the parent.
-                vfs.pAppData = parent.cast();
-                vfs.xOpen = Some(x_open);
-                let vfs = Box::into_raw(Box::new(vfs));
-                let rc = ffi::sqlite3_vfs_register(vfs, 0);
-                if rc != ffi::SQLITE_OK {
-                    drop(Box::from_raw(vfs));
-                    return Err(rc);
-                }
-                Ok(())
+    *REGISTERED.get_or_init(|| {
+        // SAFETY: sqlite3_vfs_find(NULL) returns the default VFS, valid for the process
+        // lifetime; we copy it and leak the copy, which SQLite keeps a pointer to.
+        unsafe {
+            let rc = ffi::sqlite3_initialize();
+            if rc != ffi::SQLITE_OK {
+                return Err(rc);
             }
-        })
-        .clone()
+            let parent = ffi::sqlite3_vfs_find(std::ptr::null());
+            if parent.is_null() {
+                return Err(ffi::SQLITE_ERROR);
+            }
+            let mut vfs: ffi::sqlite3_vfs = *parent;
+            vfs.szOsFile = vfs_file_size((*parent).szOsFile);
+            vfs.zName = NAME.as_ptr();
+            vfs.pNext = std::ptr::null_mut();
+            // Every other method is the parent's: they take the same arguments, and of the
+            // VFS object they read only mxPathname, which the copy keeps. pAppData (read
+            // only by the parent's xOpen, which gets the parent) now finds the parent.
+            vfs.pAppData = parent.cast();
+            vfs.xOpen = Some(x_open);
+            let vfs = Box::into_raw(Box::new(vfs));
+            let rc = ffi::sqlite3_vfs_register(vfs, 0);
+            if rc != ffi::SQLITE_OK {
+                drop(Box::from_raw(vfs));
+                return Err(rc);
+            }
+            Ok(())
+        }
+    })
 }
 
 fn vfs_file_size(parent: c_int) -> c_int {
