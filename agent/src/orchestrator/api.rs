@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::App;
@@ -74,11 +74,15 @@ fn one_line(s: &str) -> String {
 }
 
 pub fn json_response(status: StatusCode, v: &Value) -> Resp {
+    json_bytes(status, v.to_string().into_bytes())
+}
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .header("cache-control", "no-store")
-        .body(Full::new(Bytes::from(v.to_string())))
+        .body(Full::new(Bytes::from(body)))
         .expect("valid response")
 }
 
@@ -101,6 +105,38 @@ pub fn error_response(e: &ApiError) -> Resp {
 fn ok(mut v: Value) -> Result<Resp, ApiError> {
     v["protocolVersion"] = json!(PROTOCOL_VERSION);
     Ok(json_response(StatusCode::OK, &v))
+}
+
+/// `ok` for the hot answers: `body`'s fields then `protocolVersion`, serialized from typed
+/// views without building a `Value` tree (which took ~15 % of the HTTP side's time).
+fn answer<T: Serialize>(body: T) -> Result<Resp, ApiError> {
+    #[derive(Serialize)]
+    struct Versioned<T> {
+        #[serde(flatten)]
+        body: T,
+        #[serde(rename = "protocolVersion")]
+        protocol_version: u32,
+    }
+    let bytes = serde_json::to_vec(&Versioned {
+        body,
+        protocol_version: PROTOCOL_VERSION,
+    })
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(json_bytes(StatusCode::OK, bytes))
+}
+
+/// `{"ok": true, "job": …}`, the answer of cancel, complete and fail.
+#[derive(Serialize)]
+struct JobAnswer<'a> {
+    ok: bool,
+    job: queue::Summary<'a>,
+}
+
+fn job_answer(job: &queue::JobRow) -> Result<Resp, ApiError> {
+    answer(JobAnswer {
+        ok: true,
+        job: job.summary_view(),
+    })
 }
 
 async fn read_body(app: &App, body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
@@ -453,7 +489,16 @@ async fn enqueue(app: &Arc<App>, actor: &Actor, body: Incoming) -> Result<Resp, 
     if b.kind.starts_with(queue::INTERNAL_PREFIX) {
         app.wake.notify_one();
     }
-    ok(json!({"jobId": r.job_id, "existing": r.existing}))
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Enqueued<'a> {
+        job_id: &'a str,
+        existing: bool,
+    }
+    answer(Enqueued {
+        job_id: &r.job_id,
+        existing: r.existing,
+    })
 }
 
 fn query_pairs(q: &str) -> Vec<(String, String)> {
@@ -604,7 +649,13 @@ async fn claim(app: &Arc<App>, actor: &Actor, body: Incoming) -> Result<Resp, Ap
     for _ in &claimed {
         inc(&app.metrics.claimed);
     }
-    ok(json!({"jobs": claimed.iter().map(|c| c.to_json()).collect::<Vec<_>>()}))
+    #[derive(Serialize)]
+    struct Jobs<'a> {
+        jobs: Vec<queue::ClaimedView<'a>>,
+    }
+    answer(Jobs {
+        jobs: claimed.iter().map(|c| c.view()).collect(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -638,7 +689,7 @@ async fn worker_action(
             .call(move |c| queue::cancel(c, &a, &id, now))
             .await?;
         inc(&app.metrics.canceled);
-        return ok(json!({"ok": true, "job": job.summary()}));
+        return job_answer(&job);
     }
     let token = b
         .lease_token
@@ -670,7 +721,7 @@ async fn worker_action(
                 .call(move |c| queue::complete(c, &a, &id, token, &result, now))
                 .await?;
             inc(&app.metrics.completed);
-            ok(json!({"ok": true, "job": job.summary()}))
+            job_answer(&job)
         }
         _ => {
             let err: String = b
@@ -686,7 +737,7 @@ async fn worker_action(
                 .call(move |c| queue::fail(c, &a, &id, token, &err, retry, backoff, now))
                 .await?;
             inc(&app.metrics.failed);
-            ok(json!({"ok": true, "job": job.summary()}))
+            job_answer(&job)
         }
     }
 }

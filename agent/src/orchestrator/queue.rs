@@ -11,7 +11,9 @@
 //! writing rolls back its whole batch anyway (see `store`).
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::audit::{self, Who};
 use super::clock::iso;
@@ -81,30 +83,62 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     })
 }
 
+/// Stored JSON (payload, result) as it goes on the wire: as stored, or `null` if it does not
+/// parse (the daemon stores only JSON it serialized itself, so that is not expected).
+fn raw_json(json: &str) -> Option<&RawValue> {
+    serde_json::from_str(json).ok()
+}
+
+/// The clf v1 job summary (plus `priority`, `leaseUntil`), serialized straight from the row:
+/// the hot answers (complete, fail, cancel) skip building a `Value` tree.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary<'a> {
+    job_id: &'a str,
+    kind: &'a str,
+    status: &'a str,
+    requester: &'a str,
+    idempotency_key: &'a str,
+    created_at: String,
+    updated_at: String,
+    run_at: String,
+    attempt: i64,
+    max_attempts: i64,
+    last_error: &'a str,
+    priority: i64,
+    /// Only on finished jobs; `Some(None)` is a stored result that does not parse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Option<&'a RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_until: Option<String>,
+}
+
 impl JobRow {
-    /// The clf v1 job summary (plus `priority`, `leaseUntil`).
+    pub fn summary_view(&self) -> Summary<'_> {
+        Summary {
+            job_id: &self.job_id,
+            kind: &self.kind,
+            status: &self.status,
+            requester: &self.requester,
+            idempotency_key: &self.idempotency_key,
+            created_at: iso(self.created_at),
+            updated_at: iso(self.updated_at),
+            run_at: iso(self.run_at),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            last_error: self.last_error.as_deref().unwrap_or_default(),
+            priority: self.priority,
+            result: self.result_json.as_deref().map(raw_json),
+            lease_until: match (self.lease_until, self.status.as_str()) {
+                (Some(l), "running") => Some(iso(l)),
+                _ => None,
+            },
+        }
+    }
+
+    /// `summary_view` as a `Value`, for answers that add fields to it.
     pub fn summary(&self) -> Value {
-        let mut v = json!({
-            "jobId": self.job_id,
-            "kind": self.kind,
-            "status": self.status,
-            "requester": self.requester,
-            "idempotencyKey": self.idempotency_key,
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-            "runAt": iso(self.run_at),
-            "attempt": self.attempt,
-            "maxAttempts": self.max_attempts,
-            "lastError": self.last_error.clone().unwrap_or_default(),
-            "priority": self.priority,
-        });
-        if let Some(r) = &self.result_json {
-            v["result"] = serde_json::from_str(r).unwrap_or(Value::Null);
-        }
-        if let (Some(l), "running") = (self.lease_until, self.status.as_str()) {
-            v["leaseUntil"] = Value::String(iso(l));
-        }
-        v
+        serde_json::to_value(self.summary_view()).unwrap_or(Value::Null)
     }
 
     /// The summary plus the payload (`GET /v1/jobs/{id}`).
@@ -144,18 +178,32 @@ pub struct Claimed {
     pub job: JobRow,
 }
 
+/// A claimed job on the wire.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimedView<'a> {
+    job_id: &'a str,
+    kind: &'a str,
+    requester: &'a str,
+    payload: Option<&'a RawValue>,
+    attempt: i64,
+    max_attempts: i64,
+    lease_token: i64,
+    lease_until: String,
+}
+
 impl Claimed {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "jobId": self.job.job_id,
-            "kind": self.job.kind,
-            "requester": self.job.requester,
-            "payload": serde_json::from_str::<Value>(&self.job.payload_json).unwrap_or(Value::Null),
-            "attempt": self.job.attempt,
-            "maxAttempts": self.job.max_attempts,
-            "leaseToken": self.job.lease_token,
-            "leaseUntil": iso(self.job.lease_until.unwrap_or(0)),
-        })
+    pub fn view(&self) -> ClaimedView<'_> {
+        ClaimedView {
+            job_id: &self.job.job_id,
+            kind: &self.job.kind,
+            requester: &self.job.requester,
+            payload: raw_json(&self.job.payload_json),
+            attempt: self.job.attempt,
+            max_attempts: self.job.max_attempts,
+            lease_token: self.job.lease_token,
+            lease_until: iso(self.job.lease_until.unwrap_or(0)),
+        }
     }
 }
 
