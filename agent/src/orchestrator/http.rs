@@ -43,14 +43,22 @@ pub async fn serve(
                     continue;
                 };
                 let uid = stream.peer_cred().ok().map(|c| c.uid());
-                let actor = uid.and_then(|u| app.resolver.resolve(u));
-                let peer = UnixPeer { uid, actor };
-                let a = app.clone();
-                let svc = service_fn(move |req| api::handle_unix(a.clone(), peer.clone(), req));
-                let conn = builder(&app).serve_connection(TokioIo::new(stream), svc);
-                let fut = graceful.watch(conn);
+                let (a, watcher) = (app.clone(), graceful.watcher());
+                // The user lookup runs in the connection's task, so a slow one delays only it.
                 tokio::spawn(async move {
-                    let _ = fut.await;
+                    let actor = match uid {
+                        Some(u) => a.resolver.resolve(u).await,
+                        None => None,
+                    };
+                    let peer = UnixPeer { uid, actor };
+                    let conn = builder(&a).serve_connection(
+                        TokioIo::new(stream),
+                        service_fn({
+                            let a = a.clone();
+                            move |req| api::handle_unix(a.clone(), peer.clone(), req)
+                        }),
+                    );
+                    let _ = watcher.watch(conn).await;
                     drop(permit);
                 });
             }

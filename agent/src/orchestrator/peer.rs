@@ -35,22 +35,35 @@ impl Resolver {
         }
     }
 
-    /// The actor for `uid`, or `None` when the uid has no user entry.
-    pub fn resolve(&self, uid: u32) -> Option<Actor> {
-        if let Ok(cache) = self.cache.lock()
-            && let Some((at, a)) = cache.get(&uid)
-            && at.elapsed() < self.ttl
-        {
-            return a.clone();
+    /// The actor for `uid`, or `None` when the uid has no user entry. A cache miss asks NSS
+    /// (files, but also LDAP or systemd-userdb, which may be slow) on the blocking pool, so no
+    /// other connection waits for it.
+    pub async fn resolve(&self, uid: u32) -> Option<Actor> {
+        if let Some(hit) = self.cached(uid) {
+            return hit;
         }
-        let actor = lookup(uid, self.admin_group.as_deref());
+        let admin_group = self.admin_group.clone();
+        let actor = tokio::task::spawn_blocking(move || lookup(uid, admin_group.as_deref()))
+            .await
+            .ok()
+            .flatten();
+        self.remember(uid, &actor);
+        actor
+    }
+
+    fn cached(&self, uid: u32) -> Option<Option<Actor>> {
+        let cache = self.cache.lock().ok()?;
+        let (at, a) = cache.get(&uid)?;
+        (at.elapsed() < self.ttl).then(|| a.clone())
+    }
+
+    fn remember(&self, uid: u32, actor: &Option<Actor>) {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 4096 {
                 cache.clear();
             }
             cache.insert(uid, (Instant::now(), actor.clone()));
         }
-        actor
     }
 }
 
@@ -80,12 +93,15 @@ pub fn group_gid(name: &str) -> Option<Gid> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn root_is_admin_and_unknown_uid_is_refused() {
+    #[tokio::test]
+    async fn root_is_admin_and_unknown_uid_is_refused() {
         let r = Resolver::new(None);
-        let root = r.resolve(0).expect("root exists");
+        let root = r.resolve(0).await.expect("root exists");
         assert_eq!(root.name, "root");
         assert!(root.admin);
-        assert!(r.resolve(4_000_000_000).is_none());
+        assert!(r.resolve(4_000_000_000).await.is_none());
+        // Now from the cache: the same answers.
+        assert_eq!(r.resolve(0).await, Some(root));
+        assert!(r.resolve(4_000_000_000).await.is_none());
     }
 }
