@@ -97,6 +97,17 @@ impl Host {
         std::fs::read(self.p(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
     }
 
+    /// How many filesystems are mounted at `rel` (stacked mounts count each), from the
+    /// kernel's mount table. Sandbox paths are temp dirs, which need no unescaping.
+    fn kernel_mounts_at(&self, rel: &str) -> usize {
+        let at = self.p(rel);
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(at.as_path()))
+            .count()
+    }
+
     fn mount_entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.p("run/secrets.d"))
             .unwrap()
@@ -1125,6 +1136,9 @@ fn concurrent_installers_are_serialized() {
             "round {round}: {:?}",
             h.mount_entries()
         );
+        // One ramfs, not two stacked by racing first runs (the lower one would hold secrets
+        // nobody can see or clean up).
+        assert_eq!(h.kernel_mounts_at("run/secrets.d"), 1, "round {round}");
     }
     // Serialized: every run saw the previous run's generation and wrote the next one.
     runs.sort_unstable();
