@@ -31,7 +31,7 @@ const MAX_PENDING: usize = 1 << 20;
 #[repr(C)]
 struct File {
     base: ffi::sqlite3_file,
-    /// `Some` for WAL files: the appends not yet written.
+    /// Non-null for WAL files: the appends not yet written.
     pending: *mut Pending,
     inner: ffi::sqlite3_file, // really `parent.szOsFile` bytes; see `vfs_file_size`.
 }
@@ -121,8 +121,16 @@ unsafe extern "C" fn x_open(
         (*inner).pMethods = std::ptr::null();
         let open = (*parent).xOpen.expect("the platform VFS has xOpen");
         let rc = open(parent, name, inner, flags, out_flags);
-        if rc != ffi::SQLITE_OK || (*inner).pMethods.is_null() {
+        if rc != ffi::SQLITE_OK {
+            // A VFS may leave methods set on failure; then its xClose is owed a call, and
+            // SQLite will not make it through our (unset) methods.
+            if let Some(close) = (*inner).pMethods.as_ref().and_then(|m| m.xClose) {
+                close(inner);
+            }
             return rc;
+        }
+        if (*inner).pMethods.is_null() {
+            return ffi::SQLITE_CANTOPEN;
         }
         if flags & ffi::SQLITE_OPEN_WAL != 0 {
             let mut p = Pending::default();
@@ -398,6 +406,23 @@ mod tests {
                     .unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_is_an_error() {
+        register().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = Connection::open_with_flags_and_vfs(
+            dir.path(), // a directory, not a database file
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+            NAME,
+        )
+        .and_then(|c| c.execute_batch("CREATE TABLE t (x)"))
+        .unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::CannotOpen)
+        );
     }
 
     #[test]
