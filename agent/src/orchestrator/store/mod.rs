@@ -108,6 +108,14 @@ const JOURNAL_SIZE_LIMIT: i64 = 256 * 1024 * 1024;
 /// checkpoint's fsync waits for the log's dirty pages. Small in tests, to exercise the trigger.
 const CHECKPOINT_FRAMES: i32 = if cfg!(test) { 2048 } else { 32768 };
 
+/// Least time between two checkpoints taken when the writer is idle. Each checkpoint fsyncs the
+/// WAL and the database; at 250 ms, a busy daemon with short idle gaps spent ~5 % of the writer
+/// thread in checkpoint fsyncs, and copied hot pages more often than needed.
+const IDLE_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Longest time a busy writer goes without a checkpoint, whatever the WAL's size.
+const BUSY_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Least time between two checkpoints of a busy writer, should a reader keep one from
 /// completing (the frame count then stays high). None in tests, which check the frame trigger.
 const MIN_CHECKPOINT_GAP: std::time::Duration =
@@ -122,11 +130,6 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: libc::c_int) -> rusqlite::R
     WAL_FRAMES.set(frames);
     Ok(())
 }
-
-/// Least time between two checkpoints taken when the writer is idle. Each checkpoint fsyncs the
-/// WAL and the database; at 250 ms, a busy daemon with short idle gaps spent ~5 % of the writer
-/// thread in checkpoint fsyncs, and copied hot pages more often than needed.
-const IDLE_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and starts the writer thread.
@@ -231,16 +234,15 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
     let mut batch: std::collections::VecDeque<Op> =
         std::collections::VecDeque::with_capacity(MAX_BATCH);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-    let mut last_checkpoint = std::time::Instant::now();
+    let mut checkpoints = Checkpoints {
+        last: std::time::Instant::now(),
+    };
     loop {
         if batch.is_empty() {
             let first = match rx.try_recv() {
                 Ok(op) => op,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if last_checkpoint.elapsed() >= IDLE_CHECKPOINT {
-                        checkpoint(&conn);
-                        last_checkpoint = std::time::Instant::now();
-                    }
+                    checkpoints.maybe(&conn, true);
                     match rx.blocking_recv() {
                         Some(op) => op,
                         None => break,
@@ -250,76 +252,97 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
             };
             batch.push_back(first);
         }
-        let since = last_checkpoint.elapsed();
-        if since >= std::time::Duration::from_secs(2)
-            || (WAL_FRAMES.get() >= CHECKPOINT_FRAMES && since >= MIN_CHECKPOINT_GAP)
-        {
-            checkpoint(&conn);
-            last_checkpoint = std::time::Instant::now();
-        }
+        checkpoints.maybe(&conn, false);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(op) => batch.push_back(op),
                 Err(_) => break,
             }
         }
-        // Cached statements: parsing BEGIN/COMMIT on every batch showed up in profiles.
-        let begun = conn
-            .prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut st| st.execute([]))
-            .map_err(StoreError::from);
-        if let Err(e) = begun {
-            tracing::error!(event = "orchestrator.store_error", error = %e, "cannot begin transaction");
-            for op in batch.drain(..) {
-                // Not run; its caller sees the error through the reply.
-                (op(None).reply)(Err(clone_err(&e)));
-            }
-            continue;
-        }
-        let mut torn = false;
-        while let Some(op) = batch.pop_front() {
-            let ran = op(Some(&conn));
-            replies.push(ran.reply);
-            if ran.torn {
-                torn = true;
-                break;
-            }
-        }
-        let ended = if torn {
-            tracing::error!(
-                event = "orchestrator.store_error",
-                requests = replies.len(),
-                "a request failed after writing; its batch was rolled back"
-            );
-            let _ = conn
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut st| st.execute([]));
-            Err(StoreError::Unavailable(
-                "the transaction was rolled back (another request in it failed while writing); \
-                 nothing of this request was stored; retry"
-                    .into(),
-            ))
-        } else {
-            let committed = conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut st| st.execute([]))
-                .map(|_| ())
-                .map_err(StoreError::from);
-            if let Err(e) = &committed {
-                tracing::error!(event = "orchestrator.store_error", error = %e, "commit failed; batch rolled back");
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            committed
-        };
-        for reply in replies.drain(..) {
-            reply(match &ended {
-                Ok(()) => Ok(()),
-                Err(e) => Err(clone_err(e)),
-            });
-        }
+        run_batch(&conn, &mut batch, &mut replies);
     }
     // All senders are gone (a torn batch's leftovers were run above): fold the WAL back.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+/// Runs `batch` in one transaction and answers each request once it ended. A request that
+/// fails after writing ends the transaction early (rolled back); the rest stay in `batch`.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut std::collections::VecDeque<Op>,
+    replies: &mut Vec<Reply>,
+) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").map_err(StoreError::from) {
+        tracing::error!(event = "orchestrator.store_error", error = %e, "cannot begin transaction");
+        for op in batch.drain(..) {
+            // Not run; its caller sees the error through the reply.
+            (op(None).reply)(Err(clone_err(&e)));
+        }
+        return;
+    }
+    let mut torn = false;
+    while let Some(op) = batch.pop_front() {
+        let ran = op(Some(conn));
+        replies.push(ran.reply);
+        if ran.torn {
+            torn = true;
+            break;
+        }
+    }
+    let ended = if torn {
+        tracing::error!(
+            event = "orchestrator.store_error",
+            requests = replies.len(),
+            "a request failed after writing; its batch was rolled back"
+        );
+        let _ = exec(conn, "ROLLBACK");
+        Err(StoreError::Unavailable(
+            "the transaction was rolled back (another request in it failed while writing); \
+             nothing of this request was stored; retry"
+                .into(),
+        ))
+    } else {
+        let committed = exec(conn, "COMMIT").map_err(StoreError::from);
+        if let Err(e) = &committed {
+            tracing::error!(event = "orchestrator.store_error", error = %e, "commit failed; batch rolled back");
+            let _ = exec(conn, "ROLLBACK");
+        }
+        committed
+    };
+    for reply in replies.drain(..) {
+        reply(match &ended {
+            Ok(()) => Ok(()),
+            Err(e) => Err(clone_err(e)),
+        });
+    }
+}
+
+/// Runs a transaction statement from the statement cache: parsing BEGIN/COMMIT on every
+/// batch showed up in profiles.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// When the writer checkpoints: between batches, never inside a commit.
+struct Checkpoints {
+    last: std::time::Instant,
+}
+
+impl Checkpoints {
+    /// Checkpoints if one is due; `idle` when no request is waiting.
+    fn maybe(&mut self, conn: &Connection, idle: bool) {
+        let since = self.last.elapsed();
+        let due = if idle {
+            since >= IDLE_CHECKPOINT
+        } else {
+            since >= BUSY_CHECKPOINT
+                || (WAL_FRAMES.get() >= CHECKPOINT_FRAMES && since >= MIN_CHECKPOINT_GAP)
+        };
+        if due {
+            checkpoint(conn);
+            self.last = std::time::Instant::now();
+        }
+    }
 }
 
 fn checkpoint(conn: &Connection) {
