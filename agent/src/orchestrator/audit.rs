@@ -35,7 +35,18 @@ pub fn record(
     message: &str,
     attempt: Option<i64>,
 ) -> Result<(), StoreError> {
-    insert(conn, now, job_id, who, action, outcome, message, attempt)?;
+    insert(
+        conn,
+        &Row {
+            at: now,
+            job_id,
+            who,
+            action,
+            outcome,
+            message,
+            attempt,
+        },
+    )?;
     let refusal = matches!(
         outcome,
         "denied"
@@ -107,40 +118,45 @@ pub fn denied(
 /// Writes refusals kept aside by `denied` (called by the store after each operation).
 pub fn flush(conn: &Connection) -> Result<(), StoreError> {
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    if pending.is_empty() {
-        return Ok(());
-    }
-    for p in pending {
-        let who = Who {
-            uid: p.uid,
-            name: &p.name,
-        };
-        let job = p.job_id.as_deref();
+    for p in &pending {
         insert(
-            conn, p.at, job, who, &p.action, &p.outcome, &p.message, None,
+            conn,
+            &Row {
+                at: p.at,
+                job_id: p.job_id.as_deref(),
+                who: Who {
+                    uid: p.uid,
+                    name: &p.name,
+                },
+                action: &p.action,
+                outcome: &p.outcome,
+                message: &p.message,
+                attempt: None,
+            },
         )?;
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn insert(
-    conn: &Connection,
+/// One row of `events`.
+struct Row<'a> {
     at: i64,
-    job_id: Option<&str>,
-    who: Who<'_>,
-    action: &str,
-    outcome: &str,
-    message: &str,
+    job_id: Option<&'a str>,
+    who: Who<'a>,
+    action: &'a str,
+    outcome: &'a str,
+    message: &'a str,
     attempt: Option<i64>,
-) -> Result<(), StoreError> {
+}
+
+fn insert(conn: &Connection, r: &Row<'_>) -> Result<(), StoreError> {
     // OR FAIL: no statement journal for a one-row insert (see `queue`).
     conn.prepare_cached(
         "INSERT OR FAIL INTO events (at, job_id, actor_uid, actor, action, outcome, message, attempt) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(rusqlite::params![
-        at, job_id, who.uid, who.name, action, outcome, message, attempt
+        r.at, r.job_id, r.who.uid, r.who.name, r.action, r.outcome, r.message, r.attempt
     ])?;
     Ok(())
 }
