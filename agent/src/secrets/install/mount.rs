@@ -68,8 +68,9 @@ pub fn prepare(
         .map_err(|e| fail(format!("cannot open parent directory: {e}")))?;
     let _parent_lock = nix::fcntl::Flock::lock(parent_fd, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| fail(format!("cannot lock parent directory: {e}")))?;
-    // A concurrent first run may create the mount point between our look and our mkdir: its
-    // EEXIST is fine, and the look is repeated on what it made.
+    // Something that does not take our lock (systemd-tmpfiles, an older installer) may create
+    // the mount point between our look and our mkdir: its EEXIST is fine, and the look is
+    // repeated on what it made.
     let mut meta = std::fs::symlink_metadata(path);
     if matches!(&meta, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
         match std::fs::DirBuilder::new().mode(0o700).create(path) {
