@@ -1,7 +1,7 @@
 //! The SQLite state store: opening (private file and directory, WAL, busy timeout, migrations)
 //! and the single writer thread with group commit. Callers submit closures; the writer drains
 //! its channel, runs many closures in one transaction, commits once, and only then answers each
-//! caller. So an acknowledged request is committed. SQLite never runs on a tokio worker thread.
+//! caller. So an acknowledged request is committed. SQLite never runs on the HTTP event loop.
 //!
 //! Operations refuse (conflict, not found, quota…) before their first write, so a refusal
 //! needs no undo and requests share the transaction without per-request savepoints (which cost
