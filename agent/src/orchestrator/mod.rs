@@ -228,14 +228,18 @@ fn serve(s: config::Settings) -> anyhow::Result<ExitCode> {
         },
         settings: s,
     });
-    // One event-loop thread for HTTP, beside the store's writer thread. SQLite never runs here,
-    // and identity lookups go to the blocking pool, so nothing slow holds the loop; against two
-    // workers this saves a cross-thread wake-up per answer (+7 % cycles/s at 16 clients, the same
-    // at 64; docs/PERFORMANCE.md).
+    // One event-loop thread for HTTP and the store's writer (see `store`): on two cores every
+    // thread hop cost more than it bought (docs/PERFORMANCE.md). Identity lookups that miss the
+    // cache go to the blocking pool, so a slow user directory never holds the loop.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let socket = app.settings.socket.clone();
+    rt.block_on(async move {
+        let (close_writer, closed) = tokio::sync::oneshot::channel::<()>();
+        let writer = tokio::spawn(writer.run(async {
+            let _ = closed.await;
+        }));
         let unix = tokio::net::UnixListener::from_std(unix)?;
         let tcp = tcp.map(tokio::net::TcpListener::from_std).transpose()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -275,14 +279,16 @@ fn serve(s: config::Settings) -> anyhow::Result<ExitCode> {
                 let _ = app.backend.delete(&sv.id).await;
             }
         }
+        // Requests are finished; a straggling task (a connection past the grace period) gets
+        // an error from the store from now on, and the writer checkpoints and ends.
+        drop(app);
+        let _ = close_writer.send(());
+        let _ = writer.await;
         anyhow::Ok(())
     })?;
     if !inherited {
-        let _ = std::fs::remove_file(&app.settings.socket);
+        let _ = std::fs::remove_file(&socket);
     }
-    drop(rt);
-    drop(app);
-    let _ = writer.join();
     tracing::info!(event = "orchestrator.stopped", "stopped");
     Ok(ExitCode::Success)
 }

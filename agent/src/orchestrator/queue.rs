@@ -764,48 +764,62 @@ fn retry_or_dead(
     Ok(())
 }
 
-/// Deletes finished jobs, their events, old auth events, used/expired tokens, old nonces and
-/// expired VM keys. Returns the number of rows removed.
+/// Jobs one prune step removes at most (and three times as many audit rows), so a backlog
+/// goes in short transactions between other requests, not in one that holds the store.
+pub const PRUNE_CHUNK: usize = 1000;
+
+/// What one prune step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub rows: usize,
+    /// A chunk was full: call again.
+    pub more: bool,
+}
+
+/// One prune step: deletes up to `chunk` finished jobs and `3 * chunk` audit rows older than
+/// the retention, used/expired tokens, old nonces, expired VM keys and reaped cattle.
 pub fn prune(
     conn: &Connection,
     now: i64,
     retention_ms: i64,
     nonce_ttl_ms: i64,
-) -> Result<usize, StoreError> {
+    chunk: usize,
+) -> Result<Pruned, StoreError> {
     let cutoff = now - retention_ms;
-    let mut n = 0;
-    n += conn.execute(
-        "DELETE FROM jobs WHERE status IN ('done','failed','canceled') AND updated_at < ?1",
+    let jobs = conn.execute(
+        &format!(
+            "DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs \
+             WHERE status IN ('done','failed','canceled') AND updated_at < ?1 LIMIT {chunk})"
+        ),
         [cutoff],
     )?;
-    // Event ids grow with time: delete the prefix older than the cutoff without a time index.
-    // A pruned job's events are all older than its last update, so they go with that prefix.
-    n += conn.execute(
-        "DELETE FROM events WHERE id < coalesce((SELECT id FROM events WHERE at >= ?1 ORDER BY id LIMIT 1), \
-         (SELECT max(id) + 1 FROM events), 0)",
+    // Event ids grow with time: delete the prefix older than the cutoff without a time index,
+    // looking at no more than the chunk's first rows. A pruned job's events are all older than
+    // its last update, so they go with that prefix.
+    let events_chunk = 3 * chunk;
+    let events = conn.execute(
+        &format!(
+            "WITH head AS (SELECT id, at FROM events ORDER BY id LIMIT {events_chunk}) \
+             DELETE FROM events WHERE id < coalesce((SELECT min(id) FROM head WHERE at >= ?1), \
+             (SELECT max(id) + 1 FROM head), 0)"
+        ),
         [cutoff],
     )?;
-    n += conn.execute("DELETE FROM bootstrap_tokens WHERE expires_at < ?1 OR (used_at IS NOT NULL AND used_at < ?1)", [now - 3_600_000])?;
-    n += conn.execute(
+    let mut rows = jobs + events;
+    rows += conn.execute("DELETE FROM bootstrap_tokens WHERE expires_at < ?1 OR (used_at IS NOT NULL AND used_at < ?1)", [now - 3_600_000])?;
+    rows += conn.execute(
         "DELETE FROM nonces WHERE seen_at < ?1",
         [now - nonce_ttl_ms],
     )?;
-    n += conn.execute("DELETE FROM vm_keys WHERE expires_at < ?1", [cutoff])?;
-    n += conn.execute(
+    rows += conn.execute("DELETE FROM vm_keys WHERE expires_at < ?1", [cutoff])?;
+    rows += conn.execute(
         "DELETE FROM cattle WHERE status = 'reaped' AND reaped_at < ?1",
         [cutoff],
     )?;
-    audit::record(
-        conn,
-        now,
-        None,
-        Who::DAEMON,
-        "prune",
-        "ok",
-        &format!("removed {n} rows"),
-        None,
-    )?;
-    Ok(n)
+    Ok(Pruned {
+        rows,
+        more: jobs == chunk || events == events_chunk,
+    })
 }
 
 /// Daemon-side completion of a running job (cattle results arrive through the signed VM API,
@@ -898,7 +912,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _h) = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let (s, _h) = Store::open_threaded(&dir.path().join("db.sqlite")).unwrap();
         (dir, s)
     }
 
@@ -1077,7 +1091,7 @@ mod tests {
                 cancel(c, &a, &old, 1_000)?;
                 let live = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
                 let recent = enqueue(c, &a, &new_job(""), 90_000, None)?.job_id;
-                prune(c, 100_000, 50_000, 60_000)?;
+                assert!(!prune(c, 100_000, 50_000, 60_000, PRUNE_CHUNK)?.more);
                 let events: i64 = c.query_row(
                     "SELECT count(*) FROM events WHERE job_id IS NOT NULL",
                     [],
@@ -1093,6 +1107,46 @@ mod tests {
             .unwrap();
         // The old canceled job goes; the queued one stays (its old enqueue event is pruned).
         assert_eq!(out, (true, true, true, 1));
+    }
+
+    #[test]
+    fn prune_goes_in_chunks_and_keeps_live_and_recent_rows() {
+        let (_d, s) = store();
+        let a = bot("a", 1001);
+        let out = s
+            .call_blocking(move |c| {
+                c.execute("DELETE FROM events", [])?;
+                for _ in 0..5 {
+                    let id = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
+                    cancel(c, &a, &id, 1_000)?;
+                }
+                let live = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
+                let recent = enqueue(c, &a, &new_job(""), 90_000, None)?.job_id;
+                cancel(c, &a, &recent, 90_000)?;
+                // Chunks of 2 jobs and 6 events: 5 old jobs and 11 old events take 3 steps.
+                let mut steps = Vec::new();
+                loop {
+                    let step = prune(c, 100_000, 50_000, 60_000, 2)?;
+                    steps.push(step);
+                    if !step.more {
+                        break;
+                    }
+                }
+                let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+                Ok((
+                    steps.iter().map(|p| p.rows).sum::<usize>(),
+                    steps.len(),
+                    load(c, &live)?.is_some(),
+                    load(c, &recent)?.is_some(),
+                    count("SELECT count(*) FROM jobs")?,
+                    count("SELECT count(*) FROM events WHERE at < 50000")?,
+                    count("SELECT count(*) FROM events")?,
+                ))
+            })
+            .unwrap();
+        // 5 jobs + 11 events (5 enqueue, 5 cancel, 1 live enqueue) removed; the recent job's
+        // two events stay.
+        assert_eq!(out, (16, 3, true, true, 2, 0, 2));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Timers: re-queue expired leases every few seconds, prune old rows, reap expired cattle, and
-//! ping the systemd watchdog. Each tick is one store call; a failing tick is logged and retried
-//! on the next one.
+//! ping the systemd watchdog. Each tick is one store call (pruning: one per chunk); a failing
+//! tick is logged and retried on the next one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::audit::{self, Who};
+use super::store::StoreError;
 use super::{App, cattle, notify, queue};
 
 pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -26,9 +28,7 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                 }
             }
             _ = prune.tick() => {
-                let now = app.clock.now_ms();
-                let (ret, nonce) = (app.settings.retention_ms, app.settings.vm_auth.nonce_ttl_ms);
-                if let Err(e) = app.store.call(move |c| queue::prune(c, now, ret, nonce)).await {
+                if let Err(e) = prune_all(&app).await {
                     tracing::error!(event = "orchestrator.schedule_error", task = "prune", error = %e, "prune failed");
                 }
             }
@@ -40,4 +40,27 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
             _ = watchdog.tick(), if watchdog_on => notify::watchdog(),
         }
     }
+}
+
+/// Prunes step by step (each its own short transaction, requests run in between) until no
+/// chunk is full, then records one audit row for the whole pass.
+async fn prune_all(app: &App) -> Result<(), StoreError> {
+    let (ret, nonce) = (app.settings.retention_ms, app.settings.vm_auth.nonce_ttl_ms);
+    let mut removed = 0;
+    loop {
+        let now = app.clock.now_ms();
+        let step = app
+            .store
+            .call(move |c| queue::prune(c, now, ret, nonce, queue::PRUNE_CHUNK))
+            .await?;
+        removed += step.rows;
+        if !step.more {
+            break;
+        }
+    }
+    let now = app.clock.now_ms();
+    let message = format!("removed {removed} rows");
+    app.store
+        .call(move |c| audit::record(c, now, None, Who::DAEMON, "prune", "ok", &message, None))
+        .await
 }

@@ -264,7 +264,7 @@ mod tests {
     /// A token with a job in `running`, at clock time `clock.now_ms()`.
     fn setup(clock: &ManualClock) -> (tempfile::TempDir, Store, String) {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _h) = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let (s, _h) = Store::open_threaded(&dir.path().join("db.sqlite")).unwrap();
         let now = clock.now_ms();
         let token = s
             .call_blocking(move |c| {

@@ -254,7 +254,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Store, SecretBytes, String, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _h) = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let (s, _h) = Store::open_threaded(&dir.path().join("db.sqlite")).unwrap();
         let master = load_master_key(&dir.path().join("vm.key")).unwrap();
         let m = master.clone();
         let (id, key) = s
@@ -448,7 +448,7 @@ mod tests {
         assert!(check(&s, &m, &id, &key, 1000, &n, 1_000_000, b"", b"").is_ok());
         drop(s);
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let (s2, _h) = Store::open(&d.path().join("db.sqlite")).unwrap();
+        let (s2, _h) = Store::open_threaded(&d.path().join("db.sqlite")).unwrap();
         let m2 = load_master_key(&d.path().join("vm.key")).unwrap();
         assert_eq!(
             check(&s2, &m2, &id, &key, 1000, &n, 1_000_500, b"", b"").unwrap_err(),

@@ -390,10 +390,21 @@ fn orchestrator_refuses_unsafe_socket_dir_and_wildcard_listen() {
     let out = common::run(d.command().args(["--cattle-listen", "0.0.0.0:18337"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("every interface"));
-    // SIGTERM shuts down cleanly and removes the socket.
+    // SIGTERM shuts down cleanly, removes the socket and folds the WAL into the database.
     d.spawn();
+    let (st, v) = d.post(
+        "/v1/jobs/enqueue",
+        &json!({"protocolVersion": 1, "kind": "before.stop"}),
+    );
+    assert_eq!(st, 200, "{v}");
     assert_eq!(d.stop(), Some(0));
     assert!(!d.socket.exists());
+    let wal = std::fs::metadata(format!("{}-wal", d.state.display())).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the writer's last checkpoint truncates the WAL");
+    assert_eq!(
+        d.sql("SELECT count(*) FROM jobs WHERE kind = 'before.stop'"),
+        "1"
+    );
 }
 
 #[test]

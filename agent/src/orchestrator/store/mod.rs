@@ -1,7 +1,16 @@
 //! The SQLite state store: opening (private file and directory, WAL, busy timeout, migrations)
-//! and the single writer thread with group commit. Callers submit closures; the writer drains
-//! its channel, runs many closures in one transaction, commits once, and only then answers each
-//! caller. So an acknowledged request is committed. SQLite never runs on the HTTP event loop.
+//! and the single writer with group commit. Callers submit closures; the writer drains its
+//! queue, runs many closures in one transaction, commits once, and only then answers each
+//! caller. So an acknowledged request is committed.
+//!
+//! The daemon runs the writer as a task on its one event loop, beside the connections: a
+//! request then reaches SQLite and its answer reaches the socket without a thread hop. On two
+//! cores a separate writer thread cost more in wake-ups (four per request) than it gained in
+//! parallelism: +5–8 % cycles/s at 16 clients and +25 % for a lone client without it
+//! (docs/PERFORMANCE.md). A batch is short (tens of microseconds). The long ones hold the
+//! loop as they held the writer thread before: pruning goes in chunks for that reason; a
+//! checkpoint's fsync and an admin's filtered listing over a large table remain.
+//! Tests put the writer on a thread of its own (`Writer::spawn`).
 //!
 //! Operations refuse (conflict, not found, quota…) before their first write, so a refusal
 //! needs no undo and requests share the transaction without per-request savepoints (which cost
@@ -81,7 +90,7 @@ struct Ran {
     torn: bool,
 }
 
-/// Cheap handle to the writer thread.
+/// Cheap handle to the writer.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Op>,
@@ -122,7 +131,8 @@ const MIN_CHECKPOINT_GAP: std::time::Duration =
     std::time::Duration::from_millis(if cfg!(test) { 0 } else { 100 });
 
 thread_local! {
-    /// Frames in the WAL after the writer's last commit (set by the WAL hook, writer thread).
+    /// Frames in the WAL after the writer's last commit (set by the WAL hook on the thread that
+    /// runs the writer, read there by `Checkpoints`).
     static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
 }
 
@@ -132,8 +142,9 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: libc::c_int) -> rusqlite::R
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and starts the writer thread.
-    pub fn open(path: &Path) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+    /// Opens (creating if needed) the database at `path`. Calls are answered once the returned
+    /// `Writer` runs: on the caller's event loop (`Writer::run`) or on a thread (`Writer::spawn`).
+    pub fn open(path: &Path) -> Result<(Store, Writer), StoreError> {
         let mut conn = open_connection(path)?;
         schema::migrate(&mut conn)?;
         // Checkpoints (which fsync) are taken by the writer between batches: when it is idle,
@@ -141,24 +152,30 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.wal_hook(Some(note_wal_frames));
         let (tx, rx) = mpsc::channel::<Op>(4096);
-        let handle = std::thread::Builder::new()
-            .name("clf-sqlite".into())
-            .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok((
             Store {
                 tx,
                 path: path.to_path_buf(),
             },
-            handle,
+            Writer { conn, rx },
         ))
+    }
+
+    /// Opens the database with its writer on a thread of its own.
+    #[cfg(test)]
+    pub fn open_threaded(path: &Path) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+        let (store, writer) = Store::open(path)?;
+        let handle = writer
+            .spawn()
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok((store, handle))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Runs `f` on the writer thread inside a transaction and returns its value once committed.
+    /// Runs `f` in the writer's transaction and returns its value once committed.
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -170,7 +187,7 @@ impl Store {
         reply_rx.await.map_err(|_| writer_stopped())?
     }
 
-    /// Blocking variant for threads outside the runtime (tests, the CLI's `--check` paths).
+    /// Blocking variant for threads other than the writer's (tests).
     pub fn call_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -184,7 +201,7 @@ impl Store {
 }
 
 fn writer_stopped() -> StoreError {
-    StoreError::Unavailable("writer thread has stopped".into())
+    StoreError::Unavailable("the store's writer has stopped".into())
 }
 
 /// Wraps a caller's closure as an `Op` that answers on `reply_tx` once its transaction ended.
@@ -229,40 +246,72 @@ fn run_op<T>(
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Op>) {
-    // Ops not yet run; a torn batch leaves the rest here for the next transaction.
-    let mut batch: std::collections::VecDeque<Op> =
-        std::collections::VecDeque::with_capacity(MAX_BATCH);
-    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-    let mut checkpoints = Checkpoints {
-        last: std::time::Instant::now(),
-    };
-    loop {
-        if batch.is_empty() {
-            let first = match rx.try_recv() {
-                Ok(op) => op,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    checkpoints.maybe(&conn, true);
-                    match rx.blocking_recv() {
-                        Some(op) => op,
-                        None => break,
+/// The store's one connection and its queue of operations.
+pub struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Op>,
+}
+
+impl Writer {
+    /// Serves the queue on the current event loop: each batch runs synchronously, then the
+    /// writer yields, so the loop writes the answers and reads what arrived meanwhile; those
+    /// requests then go into the next transaction together. Ends when every `Store` handle is
+    /// gone or `close` completes (later calls fail; queued ones still run), after a final
+    /// checkpoint.
+    pub async fn run(mut self, close: impl std::future::Future<Output = ()>) {
+        let mut close = std::pin::pin!(close);
+        let mut closing = false;
+        // Ops not yet run; a torn batch leaves the rest here for the next transaction.
+        let mut batch: std::collections::VecDeque<Op> =
+            std::collections::VecDeque::with_capacity(MAX_BATCH);
+        let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
+        let mut checkpoints = Checkpoints {
+            last: std::time::Instant::now(),
+        };
+        loop {
+            if batch.is_empty() {
+                let first = match self.rx.try_recv() {
+                    Ok(op) => op,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        checkpoints.maybe(&self.conn, true);
+                        let next = tokio::select! {
+                            op = self.rx.recv() => op,
+                            () = &mut close, if !closing => {
+                                closing = true;
+                                self.rx.close();
+                                self.rx.recv().await
+                            }
+                        };
+                        match next {
+                            Some(op) => op,
+                            None => break,
+                        }
                     }
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
-            batch.push_back(first);
-        }
-        checkpoints.maybe(&conn, false);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push_back(op),
-                Err(_) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                };
+                batch.push_back(first);
             }
+            checkpoints.maybe(&self.conn, false);
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(op) => batch.push_back(op),
+                    Err(_) => break,
+                }
+            }
+            run_batch(&self.conn, &mut batch, &mut replies);
+            tokio::task::yield_now().await;
         }
-        run_batch(&conn, &mut batch, &mut replies);
+        // Nothing more can arrive (a torn batch's leftovers were run above): fold the WAL back.
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
-    // All senders are gone (a torn batch's leftovers were run above): fold the WAL back.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+
+    /// Runs the writer on a thread of its own, for callers without an event loop to share.
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        std::thread::Builder::new()
+            .name("clf-sqlite".into())
+            .spawn(move || rt.block_on(self.run(std::future::pending())))
+    }
 }
 
 /// Runs `batch` in one transaction and answers each request once it ended. A request that
@@ -460,7 +509,7 @@ mod tests {
     fn fresh_database_is_private_and_current() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state/db.sqlite");
-        let (store, _h) = Store::open(&state).unwrap();
+        let (store, _h) = Store::open_threaded(&state).unwrap();
         let v: i64 = store
             .call_blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .unwrap();
@@ -476,7 +525,7 @@ mod tests {
     /// each result and the sum of the committed values.
     fn one_batch(ops: &[(i64, bool, bool)]) -> (Vec<Result<(), StoreError>>, i64) {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _h) = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let (store, _h) = Store::open_threaded(&dir.path().join("db.sqlite")).unwrap();
         store
             .call_blocking(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
             .unwrap();
@@ -553,7 +602,7 @@ mod tests {
     fn a_busy_writer_checkpoints_by_wal_size() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db.sqlite");
-        let (store, _h) = Store::open(&db).unwrap();
+        let (store, _h) = Store::open_threaded(&db).unwrap();
         store
             .call_blocking(|c| Ok(c.execute_batch("CREATE TABLE t (x BLOB)")?))
             .unwrap();
@@ -576,7 +625,7 @@ mod tests {
             let c = Connection::open(&p).unwrap();
             c.execute_batch("PRAGMA user_version = 99").unwrap();
         }
-        let err = Store::open(&p).unwrap_err();
+        let err = Store::open_threaded(&p).unwrap_err();
         assert!(err.to_string().contains("newer"));
     }
 }
