@@ -5,7 +5,7 @@
 //! secret values to the database or logs, or trust any identity a client claims.
 //!
 //! Code map: `config` (three-stage config), `listen` (sockets), `peer` (identity), `http`/`api`
-//! (server and routes), `store` (SQLite writer thread, migrations), `queue` (job semantics),
+//! (server and routes), `store` (SQLite writer with group commit, migrations), `queue` (job semantics),
 //! `limits`, `tokens`, `vmauth`, `cattle` (handlers, backends, VM agent), `schedule`, `notify`,
 //! `audit`, `metrics`, `client` (small HTTP client for the CLI and the VM agent).
 

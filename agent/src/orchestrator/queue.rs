@@ -460,7 +460,7 @@ pub fn expire_leases(conn: &Connection, now: i64) -> Result<usize, StoreError> {
 const SWEEP_EVERY_MS: i64 = 250;
 
 thread_local! {
-    /// When the writer thread (SQLite runs on no other) last swept, in the callers' clock.
+    /// When the writer (SQLite runs on its thread only) last swept, in the callers' clock.
     static LAST_SWEEP: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
 }
 
