@@ -59,10 +59,14 @@ impl From<StoreError> for ApiError {
             StoreError::Forbidden(_) => StatusCode::FORBIDDEN,
             StoreError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            StoreError::TooLong => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Full => StatusCode::INSUFFICIENT_STORAGE,
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        if matches!(e, StoreError::Full | StoreError::Unavailable(_)) {
+        if matches!(
+            e,
+            StoreError::Full | StoreError::Unavailable(_) | StoreError::TooLong
+        ) {
             tracing::error!(event = "orchestrator.store_error", kind = e.kind(), error = %e, "request not stored");
         }
         ApiError::new(status, e.kind(), e.to_string())

@@ -7,9 +7,9 @@
 //! request then reaches SQLite and its answer reaches the socket without a thread hop. On two
 //! cores a separate writer thread cost more in wake-ups (four per request) than it gained in
 //! parallelism: +5–8 % cycles/s at 16 clients and +25 % for a lone client without it
-//! (docs/PERFORMANCE.md). A batch is short (tens of microseconds). The long ones hold the
-//! loop as they held the writer thread before: pruning goes in chunks for that reason; a
-//! checkpoint's fsync and an admin's filtered listing over a large table remain.
+//! (docs/PERFORMANCE.md). A batch is short (tens of microseconds), and nothing may hold the
+//! loop long: pruning goes in chunks, and an operation running past `OP_TIME_LIMIT` is
+//! stopped. A checkpoint's fsync (every 2 s under load) is the one wait left on the loop.
 //! Tests put the writer on a thread of its own (`Writer::spawn`).
 //!
 //! Operations refuse (conflict, not found, quota…) before their first write, so a refusal
@@ -47,6 +47,13 @@ pub enum StoreError {
     /// The request is malformed in a way only the store can see.
     #[error("{0}")]
     Invalid(String),
+    /// The operation ran past `OP_TIME_LIMIT` and was stopped; nothing of it was stored.
+    #[error(
+        "the request ran longer than {} ms in the store and was stopped; narrow it \
+         (a listing: filter by status, kind or requester, or lower its limit)",
+        OP_TIME_LIMIT.as_millis()
+    )]
+    TooLong,
     /// The disk (or the database's size limit) is full; nothing was written.
     #[error("storage is full; the request was not stored")]
     Full,
@@ -64,6 +71,7 @@ impl StoreError {
             StoreError::Forbidden(_) => "forbidden",
             StoreError::Quota(_) => "quota",
             StoreError::Invalid(_) => "invalid",
+            StoreError::TooLong => "too_long",
             StoreError::Full => "storage_full",
             StoreError::Unavailable(_) => "unavailable",
         }
@@ -74,6 +82,7 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => StoreError::Full,
+            Some(ErrorCode::OperationInterrupted) => StoreError::TooLong,
             _ => StoreError::Unavailable(e.to_string()),
         }
     }
@@ -130,7 +139,21 @@ const BUSY_CHECKPOINT: std::time::Duration = std::time::Duration::from_secs(2);
 const MIN_CHECKPOINT_GAP: std::time::Duration =
     std::time::Duration::from_millis(if cfg!(test) { 0 } else { 100 });
 
+/// Longest an operation may run statements before SQLite stops it. The writer shares the event
+/// loop with every connection, so a listing that scans millions of rows must not stall the
+/// daemon; the budget is generous against the microseconds a normal request takes.
+const OP_TIME_LIMIT: std::time::Duration =
+    std::time::Duration::from_millis(if cfg!(test) { 200 } else { 1000 });
+
+/// SQLite virtual-machine steps between two looks at the clock (a few microseconds of work).
+const PROGRESS_STEPS: libc::c_int = 10_000;
+
 thread_local! {
+    /// When the running operation must stop (`None` between operations: commits, checkpoints
+    /// and migrations are never interrupted).
+    static OP_DEADLINE: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+
     /// Frames in the WAL after the writer's last commit (set by the WAL hook on the thread that
     /// runs the writer, read there by `Checkpoints`).
     static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
@@ -151,6 +174,14 @@ impl Store {
         // when the WAL holds CHECKPOINT_FRAMES, or every 2 s, never inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.wal_hook(Some(note_wal_frames));
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(|| {
+                OP_DEADLINE
+                    .get()
+                    .is_some_and(|d| std::time::Instant::now() >= d)
+            }),
+        );
         let (tx, rx) = mpsc::channel::<Op>(4096);
         Ok((
             Store {
@@ -237,7 +268,9 @@ fn run_op<T>(
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> (Result<T, StoreError>, bool) {
     let before = conn.total_changes();
+    OP_DEADLINE.set(Some(std::time::Instant::now() + OP_TIME_LIMIT));
     let out = f(conn);
+    OP_DEADLINE.set(None);
     let torn = out.is_err() && conn.total_changes() != before;
     // Refusals are audited although the refused operation fails: `audit::denied` kept them.
     match crate::orchestrator::audit::flush(conn) {
@@ -504,6 +537,37 @@ fn prepare_private_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_operation_past_its_time_limit_is_stopped_and_the_store_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _h) = Store::open_threaded(&dir.path().join("db.sqlite")).unwrap();
+        let started = std::time::Instant::now();
+        let err = store
+            .call_blocking(|c| {
+                Ok(c.query_row(
+                    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) \
+                     SELECT count(*) FROM n",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TooLong), "{err}");
+        assert!(
+            started.elapsed() < OP_TIME_LIMIT * 5,
+            "{:?}",
+            started.elapsed()
+        );
+        // Commits and the next operations are not affected.
+        store
+            .call_blocking(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .unwrap();
+        let n: i64 = store
+            .call_blocking(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
 
     #[test]
     fn fresh_database_is_private_and_current() {
