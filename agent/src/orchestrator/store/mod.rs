@@ -8,8 +8,9 @@
 //! cores a separate writer thread cost more in wake-ups (four per request) than it gained in
 //! parallelism: +5–8 % cycles/s at 16 clients and +25 % for a lone client without it
 //! (docs/PERFORMANCE.md). A batch is short (tens of microseconds), and nothing may hold the
-//! loop long: pruning goes in chunks, and an operation running past `OP_TIME_LIMIT` is
-//! stopped. A checkpoint's fsync (every 2 s under load) is the one wait left on the loop.
+//! loop long: pruning goes in chunks, an operation running past `OP_TIME_LIMIT` is stopped,
+//! and checkpoints (which fsync) run on a second connection on the blocking pool while the
+//! writer waits.
 //! Tests put the writer on a thread of its own (`Writer::spawn`).
 //!
 //! Operations refuse (conflict, not found, quota…) before their first write, so a refusal
@@ -168,12 +169,15 @@ impl Store {
     /// Opens (creating if needed) the database at `path`. Calls are answered once the returned
     /// `Writer` runs: on the caller's event loop (`Writer::run`) or on a thread (`Writer::spawn`).
     pub fn open(path: &Path) -> Result<(Store, Writer), StoreError> {
-        let mut conn = open_connection(path)?;
+        prepare_files(path)?;
+        let mut conn = connect(path)?;
         schema::migrate(&mut conn)?;
-        // Checkpoints (which fsync) are taken by the writer between batches: when it is idle,
-        // when the WAL holds CHECKPOINT_FRAMES, or every 2 s, never inside a commit.
+        // Checkpoints (which fsync) are taken between batches: when the writer is idle, when the
+        // WAL holds CHECKPOINT_FRAMES, or every 2 s, never inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.wal_hook(Some(note_wal_frames));
+        let checkpointer = connect(path)?;
+        checkpointer.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.progress_handler(
             PROGRESS_STEPS,
             Some(|| {
@@ -188,7 +192,11 @@ impl Store {
                 tx,
                 path: path.to_path_buf(),
             },
-            Writer { conn, rx },
+            Writer {
+                conn,
+                rx,
+                checkpointer: Some(checkpointer),
+            },
         ))
     }
 
@@ -283,6 +291,10 @@ fn run_op<T>(
 pub struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Op>,
+    /// A second connection that checkpoints on the blocking pool while the writer waits, so the
+    /// checkpoint's fsync does not hold the event loop. `None` while lent out, or for good if
+    /// the pool is gone (then the writer's own connection checkpoints).
+    checkpointer: Option<Connection>,
 }
 
 impl Writer {
@@ -306,7 +318,10 @@ impl Writer {
                 let first = match self.rx.try_recv() {
                     Ok(op) => op,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        checkpoints.maybe(&self.conn, true);
+                        if checkpoints.due(true) {
+                            self.checkpoint().await;
+                            checkpoints.done();
+                        }
                         let next = tokio::select! {
                             op = self.rx.recv() => op,
                             () = &mut close, if !closing => {
@@ -324,7 +339,10 @@ impl Writer {
                 };
                 batch.push_back(first);
             }
-            checkpoints.maybe(&self.conn, false);
+            if checkpoints.due(false) {
+                self.checkpoint().await;
+                checkpoints.done();
+            }
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(op) => batch.push_back(op),
@@ -336,6 +354,22 @@ impl Writer {
         }
         // Nothing more can arrive (a torn batch's leftovers were run above): fold the WAL back.
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+
+    /// Checkpoints on the spare connection on the blocking pool, so the fsync does not hold the
+    /// event loop; no batch runs meanwhile.
+    async fn checkpoint(&mut self) {
+        match self.checkpointer.take() {
+            Some(c) => {
+                let lent = tokio::task::spawn_blocking(move || {
+                    checkpoint(&c);
+                    c
+                });
+                // A pool that is shutting down drops the connection; the writer's own takes over.
+                self.checkpointer = lent.await.ok();
+            }
+            None => checkpoint(&self.conn),
+        }
     }
 
     /// Runs the writer on a thread of its own, for callers without an event loop to share.
@@ -405,25 +439,26 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// When the writer checkpoints: between batches, never inside a commit.
+/// When the writer checkpoints: between batches, never inside a commit. The writer runs no
+/// batch until the checkpoint is done, so it copies every frame and the log can restart.
 struct Checkpoints {
     last: std::time::Instant,
 }
 
 impl Checkpoints {
-    /// Checkpoints if one is due; `idle` when no request is waiting.
-    fn maybe(&mut self, conn: &Connection, idle: bool) {
+    /// Whether a checkpoint is due; `idle` when no request is waiting.
+    fn due(&self, idle: bool) -> bool {
         let since = self.last.elapsed();
-        let due = if idle {
+        if idle {
             since >= IDLE_CHECKPOINT
         } else {
             since >= BUSY_CHECKPOINT
                 || (WAL_FRAMES.get() >= CHECKPOINT_FRAMES && since >= MIN_CHECKPOINT_GAP)
-        };
-        if due {
-            checkpoint(conn);
-            self.last = std::time::Instant::now();
         }
+    }
+
+    fn done(&mut self) {
+        self.last = std::time::Instant::now();
     }
 }
 
@@ -459,9 +494,10 @@ pub fn tune_sqlite_process() {
 }
 
 /// Makes the state directory private (0700) and the database file 0600 before SQLite touches
-/// it, then opens it with WAL, NORMAL sync (durable across a process crash; a power loss may
-/// drop the last few hundred milliseconds), a busy timeout and foreign keys.
-pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+/// it. Must run before this process opens a connection: closing any descriptor of the database
+/// file drops every POSIX lock the process holds on it, SQLite's included, and another process
+/// (`sqlite3` closing) would then see the WAL unused and delete it under the open daemon.
+fn prepare_files(path: &Path) -> Result<(), StoreError> {
     let dir = path.parent().ok_or_else(|| {
         StoreError::Unavailable(format!("'{}' has no parent directory", path.display()))
     })?;
@@ -481,6 +517,13 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             .map_err(io)?;
     }
     drop(f);
+    Ok(())
+}
+
+/// Opens a connection with WAL, NORMAL sync (durable across a process crash; a power loss may
+/// drop the last few hundred milliseconds), a busy timeout and foreign keys. Call
+/// `prepare_files` first.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = match walbuf::register() {
         Ok(()) => Connection::open_with_flags_and_vfs(path, flags, walbuf::NAME)?,
