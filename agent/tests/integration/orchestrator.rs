@@ -407,6 +407,38 @@ fn orchestrator_refuses_unsafe_socket_dir_and_wildcard_listen() {
     );
 }
 
+/// A `sqlite3` reader that closes while the daemon runs must not delete the daemon's WAL: that
+/// happens if the daemon ever lost its POSIX locks on the database (closing any descriptor of
+/// the file drops them all), and the daemon's later commits then go to an unlinked file.
+#[test]
+fn orchestrator_outside_readers_never_take_the_daemons_wal() {
+    if !ready("orchestrator_outside_readers_never_take_the_daemons_wal") {
+        return;
+    }
+    let d = Daemon::start("root", json!({}), false);
+    let enqueue = |i: u32| {
+        let (st, v) = d.post(
+            "/v1/jobs/enqueue",
+            &json!({"protocolVersion": 1, "kind": "seen.by.readers", "payload": {"i": i}}),
+        );
+        assert_eq!(st, 200, "{v}");
+    };
+    for i in 0..3 {
+        enqueue(i);
+        // Each call is a reader process that opens, reads and closes the database.
+        let n = d.sql("SELECT count(*) FROM jobs WHERE kind = 'seen.by.readers'");
+        assert_eq!(
+            n,
+            (i + 1).to_string(),
+            "a reader sees every acknowledged job"
+        );
+        assert!(
+            std::path::Path::new(&format!("{}-wal", d.state.display())).exists(),
+            "the WAL stays while the daemon runs"
+        );
+    }
+}
+
 #[test]
 fn orchestrator_kill9_under_load_loses_no_acknowledged_job() {
     if !ready("orchestrator_kill9_under_load_loses_no_acknowledged_job") {
