@@ -11,7 +11,7 @@
 //! loop long: pruning goes in chunks, an operation running past `OP_TIME_LIMIT` is stopped,
 //! and checkpoints (which fsync) run on a second connection on the blocking pool while the
 //! writer waits.
-//! Tests put the writer on a thread of its own (`Writer::spawn`).
+//! Tests put the writer on a thread of its own (`Store::open_threaded`).
 //!
 //! Operations refuse (conflict, not found, quota…) before their first write, so a refusal
 //! needs no undo and requests share the transaction without per-request savepoints (which cost
@@ -167,7 +167,7 @@ fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: libc::c_int) -> rusqlite::R
 
 impl Store {
     /// Opens (creating if needed) the database at `path`. Calls are answered once the returned
-    /// `Writer` runs: on the caller's event loop (`Writer::run`) or on a thread (`Writer::spawn`).
+    /// `Writer` runs (`Writer::run`, on the caller's event loop).
     pub fn open(path: &Path) -> Result<(Store, Writer), StoreError> {
         prepare_files(path)?;
         let mut conn = connect(path)?;
@@ -176,8 +176,6 @@ impl Store {
         // WAL holds CHECKPOINT_FRAMES, or every 2 s, never inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.wal_hook(Some(note_wal_frames));
-        let checkpointer = connect(path)?;
-        checkpointer.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.progress_handler(
             PROGRESS_STEPS,
             Some(|| {
@@ -186,6 +184,8 @@ impl Store {
                     .is_some_and(|d| std::time::Instant::now() >= d)
             }),
         );
+        let checkpointer = connect(path)?;
+        checkpointer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (tx, rx) = mpsc::channel::<Op>(4096);
         Ok((
             Store {
@@ -200,13 +200,20 @@ impl Store {
         ))
     }
 
-    /// Opens the database with its writer on a thread of its own.
+    /// Opens the database with its writer on a thread and event loop of its own, so tests can
+    /// call from plain threads.
     #[cfg(test)]
     pub fn open_threaded(path: &Path) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let (store, writer) = Store::open(path)?;
-        let handle = writer
-            .spawn()
-            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        let unavailable =
+            |e: std::io::Error| StoreError::Unavailable(format!("cannot start writer thread: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(unavailable)?;
+        let handle = std::thread::Builder::new()
+            .name("clf-sqlite".into())
+            .spawn(move || rt.block_on(writer.run(std::future::pending())))
+            .map_err(unavailable)?;
         Ok((store, handle))
     }
 
@@ -370,14 +377,6 @@ impl Writer {
             }
             None => checkpoint(&self.conn),
         }
-    }
-
-    /// Runs the writer on a thread of its own, for callers without an event loop to share.
-    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let rt = tokio::runtime::Builder::new_current_thread().build()?;
-        std::thread::Builder::new()
-            .name("clf-sqlite".into())
-            .spawn(move || rt.block_on(self.run(std::future::pending())))
     }
 }
 
