@@ -1,6 +1,8 @@
 //! Timers: re-queue expired leases every few seconds, prune old rows, reap expired cattle, and
 //! ping the systemd watchdog. Each tick is one store call (pruning: one per chunk); a failing
-//! tick is logged and retried on the next one.
+//! tick is logged and retried on the next one. The watchdog has a task of its own, so a long
+//! prune pass cannot starve it; it shares the event loop with everything else, so its pings
+//! stop if the loop (HTTP or the store) hangs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +15,9 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut leases = tokio::time::interval(Duration::from_secs(5));
     let mut prune = tokio::time::interval(app.settings.prune_interval);
     let mut reap = tokio::time::interval(app.settings.reap_interval);
-    let mut watchdog =
-        tokio::time::interval(notify::watchdog_interval().unwrap_or(Duration::from_secs(3600)));
-    let watchdog_on = notify::watchdog_interval().is_some();
+    if let Some(every) = notify::watchdog_interval() {
+        tokio::spawn(watchdog(every, stop.clone()));
+    }
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -28,7 +30,7 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                 }
             }
             _ = prune.tick() => {
-                if let Err(e) = prune_all(&app).await {
+                if let Err(e) = prune_all(&app, &stop).await {
                     tracing::error!(event = "orchestrator.schedule_error", task = "prune", error = %e, "prune failed");
                 }
             }
@@ -37,14 +39,23 @@ pub async fn run(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>) {
                     tracing::error!(event = "orchestrator.schedule_error", task = "reap", error = %e, "reap failed");
                 }
             }
-            _ = watchdog.tick(), if watchdog_on => notify::watchdog(),
+        }
+    }
+}
+
+async fn watchdog(every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => notify::watchdog(),
         }
     }
 }
 
 /// Prunes step by step (each its own short transaction, requests run in between) until no
-/// chunk is full, then records one audit row for the whole pass.
-async fn prune_all(app: &App) -> Result<(), StoreError> {
+/// chunk is full or the daemon stops, then records one audit row for the whole pass.
+async fn prune_all(app: &App, stop: &tokio::sync::watch::Receiver<bool>) -> Result<(), StoreError> {
     let (ret, nonce) = (app.settings.retention_ms, app.settings.vm_auth.nonce_ttl_ms);
     let mut removed = 0;
     loop {
@@ -54,7 +65,7 @@ async fn prune_all(app: &App) -> Result<(), StoreError> {
             .call(move |c| queue::prune(c, now, ret, nonce, queue::PRUNE_CHUNK))
             .await?;
         removed += step.rows;
-        if !step.more {
+        if !step.more || *stop.borrow() {
             break;
         }
     }

@@ -439,6 +439,71 @@ fn orchestrator_outside_readers_never_take_the_daemons_wal() {
     }
 }
 
+/// The systemd protocol as a service manager sees it: READY with a STATUS once listening,
+/// WATCHDOG pings at half of WATCHDOG_USEC while serving, STOPPING on SIGTERM.
+#[test]
+fn orchestrator_speaks_sd_notify_ready_watchdog_stopping() {
+    if !ready("orchestrator_speaks_sd_notify_ready_watchdog_stopping") {
+        return;
+    }
+    let mut d = Daemon::start("root", json!({}), false);
+    d.stop();
+    std::fs::remove_file(&d.socket).ok();
+    let notify_path = d.root.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // WATCHDOG_PID must name the daemon: the shell's pid, which `exec` keeps.
+    let inner = d.command();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "300000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    while seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() < 4 {
+        let n = notify.recv(&mut buf).expect("a notification within 5 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let watchdog_window = started.elapsed();
+    assert!(
+        seen[0].contains("READY=1") && seen[0].contains("STATUS=listening on"),
+        "{seen:?}"
+    );
+    // Four pings at 150 ms intervals (the first at once): well under 2 s.
+    assert!(
+        watchdog_window < Duration::from_secs(2),
+        "{watchdog_window:?}"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    loop {
+        let n = notify.recv(&mut buf).expect("STOPPING within 5 s");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.contains("STOPPING=1") {
+            break;
+        }
+        assert!(m.contains("WATCHDOG=1"), "unexpected notification {m:?}");
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 #[test]
 fn orchestrator_kill9_under_load_loses_no_acknowledged_job() {
     if !ready("orchestrator_kill9_under_load_loses_no_acknowledged_job") {
