@@ -6,7 +6,7 @@
 //! The daemon runs the writer as a task on its one event loop, beside the connections: a
 //! request then reaches SQLite and its answer reaches the socket without a thread hop. On two
 //! cores a separate writer thread cost more in wake-ups (four per request) than it gained in
-//! parallelism: +5–8 % cycles/s at 16 clients and +25 % for a lone client without it
+//! parallelism: +5–9 % cycles/s at 16 clients and +25 % for a lone client without it
 //! (docs/PERFORMANCE.md). A batch is short (tens of microseconds), and nothing may hold the
 //! loop long: pruning goes in chunks, an operation running past `OP_TIME_LIMIT` is stopped,
 //! and checkpoints (which fsync) run on a second connection on the blocking pool while the
