@@ -156,7 +156,7 @@ thread_local! {
         const { std::cell::Cell::new(None) };
 
     /// Frames in the WAL after the writer's last commit (set by the WAL hook on the thread that
-    /// runs the writer, read there by `Checkpoints`).
+    /// runs the writer, read there by `Writer::checkpoint_if_due`).
     static WAL_FRAMES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
 }
 
@@ -196,6 +196,7 @@ impl Store {
                 conn,
                 rx,
                 checkpointer: Some(checkpointer),
+                last_checkpoint: std::time::Instant::now(),
             },
         ))
     }
@@ -302,6 +303,7 @@ pub struct Writer {
     /// checkpoint's fsync does not hold the event loop. `None` while lent out, or for good if
     /// the pool is gone (then the writer's own connection checkpoints).
     checkpointer: Option<Connection>,
+    last_checkpoint: std::time::Instant,
 }
 
 impl Writer {
@@ -317,18 +319,12 @@ impl Writer {
         let mut batch: std::collections::VecDeque<Op> =
             std::collections::VecDeque::with_capacity(MAX_BATCH);
         let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
-        let mut checkpoints = Checkpoints {
-            last: std::time::Instant::now(),
-        };
         loop {
             if batch.is_empty() {
                 let first = match self.rx.try_recv() {
                     Ok(op) => op,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        if checkpoints.due(true) {
-                            self.checkpoint().await;
-                            checkpoints.done();
-                        }
+                        self.checkpoint_if_due(true).await;
                         let next = tokio::select! {
                             op = self.rx.recv() => op,
                             () = &mut close, if !closing => {
@@ -346,10 +342,7 @@ impl Writer {
                 };
                 batch.push_back(first);
             }
-            if checkpoints.due(false) {
-                self.checkpoint().await;
-                checkpoints.done();
-            }
+            self.checkpoint_if_due(false).await;
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(op) => batch.push_back(op),
@@ -363,9 +356,21 @@ impl Writer {
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
 
-    /// Checkpoints on the spare connection on the blocking pool, so the fsync does not hold the
-    /// event loop; no batch runs meanwhile.
-    async fn checkpoint(&mut self) {
+    /// Checkpoints between batches, never inside a commit, when one is due (`idle`: no request
+    /// is waiting). It runs on the spare connection on the blocking pool, so the fsync does not
+    /// hold the event loop; no batch runs meanwhile, so it copies every frame and the log can
+    /// restart.
+    async fn checkpoint_if_due(&mut self, idle: bool) {
+        let since = self.last_checkpoint.elapsed();
+        let due = if idle {
+            since >= IDLE_CHECKPOINT
+        } else {
+            since >= BUSY_CHECKPOINT
+                || (WAL_FRAMES.get() >= CHECKPOINT_FRAMES && since >= MIN_CHECKPOINT_GAP)
+        };
+        if !due {
+            return;
+        }
         match self.checkpointer.take() {
             Some(c) => {
                 let lent = tokio::task::spawn_blocking(move || {
@@ -377,6 +382,7 @@ impl Writer {
             }
             None => checkpoint(&self.conn),
         }
+        self.last_checkpoint = std::time::Instant::now();
     }
 }
 
@@ -436,29 +442,6 @@ fn run_batch(
 /// batch showed up in profiles.
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
-}
-
-/// When the writer checkpoints: between batches, never inside a commit. The writer runs no
-/// batch until the checkpoint is done, so it copies every frame and the log can restart.
-struct Checkpoints {
-    last: std::time::Instant,
-}
-
-impl Checkpoints {
-    /// Whether a checkpoint is due; `idle` when no request is waiting.
-    fn due(&self, idle: bool) -> bool {
-        let since = self.last.elapsed();
-        if idle {
-            since >= IDLE_CHECKPOINT
-        } else {
-            since >= BUSY_CHECKPOINT
-                || (WAL_FRAMES.get() >= CHECKPOINT_FRAMES && since >= MIN_CHECKPOINT_GAP)
-        }
-    }
-
-    fn done(&mut self) {
-        self.last = std::time::Instant::now();
-    }
 }
 
 fn checkpoint(conn: &Connection) {
