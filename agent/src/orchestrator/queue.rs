@@ -460,7 +460,7 @@ pub fn expire_leases(conn: &Connection, now: i64) -> Result<usize, StoreError> {
 const SWEEP_EVERY_MS: i64 = 250;
 
 thread_local! {
-    /// When the writer last swept, in the callers' clock (SQLite runs on the writer's thread only).
+    /// When the writer last swept, in the callers' clock (claims run on the writer's thread only).
     static LAST_SWEEP: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
 }
 
@@ -777,7 +777,8 @@ pub struct Pruned {
 }
 
 /// One prune step: deletes up to `chunk` finished jobs and `3 * chunk` audit rows older than
-/// the retention, used/expired tokens, old nonces, expired VM keys and reaped cattle.
+/// the retention; the step that finishes them (`more` false) also deletes used/expired tokens,
+/// old nonces, expired VM keys and reaped cattle, small tables that need one look per pass.
 pub fn prune(
     conn: &Connection,
     now: i64,
@@ -805,7 +806,11 @@ pub fn prune(
         ),
         [cutoff],
     )?;
+    let more = jobs == chunk || events == events_chunk;
     let mut rows = jobs + events;
+    if more {
+        return Ok(Pruned { rows, more });
+    }
     rows += conn.execute("DELETE FROM bootstrap_tokens WHERE expires_at < ?1 OR (used_at IS NOT NULL AND used_at < ?1)", [now - 3_600_000])?;
     rows += conn.execute(
         "DELETE FROM nonces WHERE seen_at < ?1",
@@ -816,10 +821,7 @@ pub fn prune(
         "DELETE FROM cattle WHERE status = 'reaped' AND reaped_at < ?1",
         [cutoff],
     )?;
-    Ok(Pruned {
-        rows,
-        more: jobs == chunk || events == events_chunk,
-    })
+    Ok(Pruned { rows, more })
 }
 
 /// Daemon-side completion of a running job (cattle results arrive through the signed VM API,
@@ -1124,19 +1126,26 @@ mod tests {
                 let live = enqueue(c, &a, &new_job(""), 1_000, None)?.job_id;
                 let recent = enqueue(c, &a, &new_job(""), 90_000, None)?.job_id;
                 cancel(c, &a, &recent, 90_000)?;
-                // Chunks of 2 jobs and 6 events: 5 old jobs and 11 old events take 3 steps.
+                c.execute(
+                    "INSERT INTO nonces (key_id, nonce, seen_at) VALUES ('k', 'old', 0), ('k', 'new', 90000)",
+                    [],
+                )?;
+                let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+                // Chunks of 2 jobs and 6 events: 5 old jobs and 11 old events take 3 steps; the
+                // small tables (here the old nonce) go in the last one.
                 let mut steps = Vec::new();
+                let mut nonces = Vec::new();
                 loop {
                     let step = prune(c, 100_000, 50_000, 60_000, 2)?;
                     steps.push(step);
+                    nonces.push(count("SELECT count(*) FROM nonces")?);
                     if !step.more {
                         break;
                     }
                 }
-                let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
                 Ok((
                     steps.iter().map(|p| p.rows).sum::<usize>(),
-                    steps.len(),
+                    nonces,
                     load(c, &live)?.is_some(),
                     load(c, &recent)?.is_some(),
                     count("SELECT count(*) FROM jobs")?,
@@ -1145,9 +1154,9 @@ mod tests {
                 ))
             })
             .unwrap();
-        // 5 jobs + 11 events (5 enqueue, 5 cancel, 1 live enqueue) removed; the recent job's
-        // two events stay.
-        assert_eq!(out, (16, 3, true, true, 2, 0, 2));
+        // 5 jobs + 11 events (5 enqueue, 5 cancel, 1 live enqueue) + 1 nonce removed; the
+        // recent job's two events and the recent nonce stay.
+        assert_eq!(out, (17, vec![2, 2, 1], true, true, 2, 0, 2));
     }
 
     #[test]
