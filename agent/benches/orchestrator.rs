@@ -97,15 +97,19 @@ async fn call(
         .body(Full::new(body.map(Bytes::from).unwrap_or_default()))
         .ok()?;
     let t = Instant::now();
-    let resp = tx.send_request(req).await.ok()?;
-    let ok = resp.status().is_success();
-    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
-    s.request_us.push(t.elapsed().as_micros() as u32);
-    if !ok {
-        s.errors += 1;
-        return None;
+    let answer = async {
+        let resp = tx.send_request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+        ok.then_some(bytes)
     }
-    Some(bytes)
+    .await;
+    s.request_us.push(t.elapsed().as_micros() as u32);
+    // A refusal and a broken connection alike are errors in the report.
+    if answer.is_none() {
+        s.errors += 1;
+    }
+    answer
 }
 
 /// One keep-alive HTTP/1.1 connection to the daemon's socket.

@@ -347,7 +347,7 @@ async fn deny(app: &App, actor: &Actor, action: &str, message: String) -> ApiErr
         uid: Some(actor.uid),
         name: &actor.name,
     };
-    refuse(app, who, action, &message.clone(), message).await
+    refuse(app, who, action, &message, message.clone()).await
 }
 
 /// Counts and audits a refusal (`audited` goes to the trail), then returns the 403 to answer
