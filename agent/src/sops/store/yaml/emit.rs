@@ -423,6 +423,14 @@ impl<'a> Emitter<'a> {
         self.write_comment(&c);
     }
 
+    /// A comment still to be written after the current flow item: the item then needs its `,`
+    /// before the comment, and the next item starts on the trailing-comma path.
+    fn has_trailing_comment(&self) -> bool {
+        !self.line_comment.is_empty()
+            || !self.foot_comment.is_empty()
+            || !self.tail_comment.is_empty()
+    }
+
     fn process_line_comment(&mut self) {
         if self.line_comment.is_empty() {
             return;
@@ -738,19 +746,13 @@ impl<'a> Emitter<'a> {
         if self.column == 0 || self.column > self.best_width {
             self.write_indent();
         }
-        if !self.line_comment.is_empty()
-            || !self.foot_comment.is_empty()
-            || !self.tail_comment.is_empty()
-        {
+        if self.has_trailing_comment() {
             self.states.push(State::FlowSeqTrail);
         } else {
             self.states.push(State::FlowSeqItem);
         }
         self.emit_node(ev, false, true, false, false)?;
-        if !self.line_comment.is_empty()
-            || !self.foot_comment.is_empty()
-            || !self.tail_comment.is_empty()
-        {
+        if self.has_trailing_comment() {
             self.write_indicator(b",", false, false, false);
         }
         self.process_line_comment();
@@ -811,19 +813,13 @@ impl<'a> Emitter<'a> {
             }
             self.write_indicator(b":", true, false, false);
         }
-        if !self.line_comment.is_empty()
-            || !self.foot_comment.is_empty()
-            || !self.tail_comment.is_empty()
-        {
+        if self.has_trailing_comment() {
             self.states.push(State::FlowMapTrail);
         } else {
             self.states.push(State::FlowMapKey);
         }
         self.emit_node(ev, false, false, true, false)?;
-        if !self.line_comment.is_empty()
-            || !self.foot_comment.is_empty()
-            || !self.tail_comment.is_empty()
-        {
+        if self.has_trailing_comment() {
             self.write_indicator(b",", false, false, false);
         }
         self.process_line_comment();
