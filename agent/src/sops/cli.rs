@@ -51,7 +51,7 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     fn keyring(&self) -> anyhow::Result<Keyring> {
-        let mut k = Keyring::new();
+        let mut k = Keyring::interactive();
         for f in &self.age_key_file {
             k.add_age_key_file(f)?;
         }
@@ -71,6 +71,17 @@ pub struct TypeArgs {
     /// Output format (default: from the file extension).
     #[arg(long, value_name = "T", value_parser = parse_format)]
     pub output_type: Option<Format>,
+}
+
+impl TypeArgs {
+    /// The input and output formats for `file`: as given, else from its extension.
+    fn resolve(&self, file: &Path) -> (Format, Format) {
+        let from_path = || Format::from_path(file);
+        (
+            self.input_type.unwrap_or_else(from_path),
+            self.output_type.unwrap_or_else(from_path),
+        )
+    }
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -311,14 +322,7 @@ pub fn extract_output(tree: &Tree, path: &[PathItem], format: Format) -> anyhow:
 }
 
 fn decrypt(a: DecryptArgs) -> anyhow::Result<ExitCode> {
-    let input = a
-        .types
-        .input_type
-        .unwrap_or_else(|| Format::from_path(&a.file));
-    let output = a
-        .types
-        .output_type
-        .unwrap_or_else(|| Format::from_path(&a.file));
+    let (input, output) = a.types.resolve(&a.file);
     let extract = a.extract.as_deref().map(parse_extract).transpose()?;
     let keys = a.keys.keyring()?;
     let bytes = read_input(&a.file)?;
@@ -356,14 +360,7 @@ fn split_recipients(s: &str) -> Vec<String> {
 }
 
 fn encrypt(a: EncryptArgs) -> anyhow::Result<ExitCode> {
-    let input = a
-        .types
-        .input_type
-        .unwrap_or_else(|| Format::from_path(&a.file));
-    let output = a
-        .types
-        .output_type
-        .unwrap_or_else(|| Format::from_path(&a.file));
+    let (input, output) = a.types.resolve(&a.file);
     let config = load_config(a.config.as_deref())?;
     let rule = match &config {
         Some(c) => {
@@ -411,14 +408,7 @@ fn encrypt(a: EncryptArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn rotate(a: RotateArgs) -> anyhow::Result<ExitCode> {
-    let input = a
-        .types
-        .input_type
-        .unwrap_or_else(|| Format::from_path(&a.file));
-    let output = a
-        .types
-        .output_type
-        .unwrap_or_else(|| Format::from_path(&a.file));
+    let (input, output) = a.types.resolve(&a.file);
     let keys = a.keys.keyring()?;
     let mut file = EncryptedFile::read(&a.file, input)?;
     file.rotate(&keys)
@@ -526,8 +516,9 @@ fn updatekeys(a: UpdateKeysArgs) -> anyhow::Result<ExitCode> {
 
 fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = a.recipient_of {
-        let mut k = Keyring::new();
+        let mut k = Keyring::interactive();
         k.add_age_key_file(&path)?;
+        k.open_protected()?;
         write_stdout(format!("{}\n", k.recipients().join("\n")).as_bytes())?;
         return Ok(ExitCode::Success);
     }

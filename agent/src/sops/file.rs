@@ -155,14 +155,20 @@ impl EncryptedFile {
                 self.metadata.shamir_threshold
             };
             if parts.len() < need.max(2) {
-                return Err(invalid.unwrap_or_else(|| self.no_key()));
+                return Err(invalid
+                    .or_else(|| keys.protected_failure())
+                    .unwrap_or_else(|| self.no_key()));
             }
             shamir::combine(&parts)
                 .map_err(|e| SopsError::Metadata(format!("cannot combine key shares: {e}")))?
         } else {
             match parts.pop() {
                 Some(k) => k,
-                None => return Err(invalid.unwrap_or_else(|| self.no_key())),
+                None => {
+                    return Err(invalid
+                        .or_else(|| keys.protected_failure())
+                        .unwrap_or_else(|| self.no_key()));
+                }
             }
         };
         let arr: [u8; 32] = key[..].try_into().map_err(|_| {

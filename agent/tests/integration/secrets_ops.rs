@@ -1305,6 +1305,65 @@ fn host_key_rotation_reencrypts_and_prints_the_push_steps() {
     assert_eq!(before, snapshot(&fx.repo));
 }
 
+/// An operator key protected with `age -p` (the real age) works for every command that decrypts
+/// with it: the passphrase is asked on the terminal once per command, however many files it
+/// opens, and a wrong one fails without touching the tree.
+#[test]
+fn passphrase_protected_operator_key_is_asked_for_once_per_command() {
+    use crate::common::terminal::run_on_terminal;
+    let Some(fx) = fixture("passphrase_protected_operator_key") else {
+        return;
+    };
+    fx.init();
+    let pass = "operator horse battery";
+    let plain = fx.home.join("alice.plain");
+    std::fs::rename(fx.operator_key(), &plain).unwrap();
+    let (status, shown) = run_on_terminal(
+        Command::new("age")
+            .args(["-p", "-o"])
+            .arg(fx.operator_key())
+            .arg(&plain),
+        &[("Enter passphrase", pass), ("Confirm passphrase", pass)],
+    );
+    assert!(status.success(), "age -p: {shown}");
+    std::fs::set_permissions(fx.operator_key(), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let before = snapshot(&fx.repo);
+    let rotate = [
+        "rekey",
+        "--host",
+        "fleet-1",
+        "--rotate-host-key",
+        "--confirm",
+        "fleet-1",
+    ];
+    let (status, shown) = run_on_terminal(
+        &mut fx.cmd(&rotate),
+        &[("Enter passphrase for identity", "wrong horse")],
+    );
+    assert!(!status.success(), "{shown}");
+    assert!(shown.contains("incorrect passphrase"), "{shown}");
+    assert_eq!(
+        before,
+        snapshot(&fx.repo),
+        "a refused passphrase changed the tree"
+    );
+
+    let (status, shown) = run_on_terminal(
+        &mut fx.cmd(&rotate),
+        &[("Enter passphrase for identity", pass)],
+    );
+    assert!(status.success(), "{shown}");
+    assert_eq!(shown.matches("Enter passphrase").count(), 1, "{shown}");
+    for n in ["wg_key", "discord_token_maren"] {
+        assert!(
+            fx.sops_decrypt(&fx.secret(n), &fx.host_key()).is_ok(),
+            "{n}"
+        );
+        assert!(fx.sops_decrypt(&fx.secret(n), &plain).is_ok(), "{n}");
+    }
+}
+
 #[test]
 fn failed_editor_writes_nothing_and_removes_the_private_dir() {
     let Some(fx) = fixture("edit_failure") else {

@@ -1237,3 +1237,100 @@ fn several_recipients_and_text_formats() {
         );
     }
 }
+
+/// A key file protected with a passphrase by the real `age -p` (as sops 3.11 reads it from
+/// `SOPS_AGE_KEY_FILE`): we ask for the passphrase on the terminal like sops, once; a wrong
+/// passphrase and a missing terminal are clear errors; the file works with both tools.
+#[test]
+fn passphrase_protected_key_file_like_sops() {
+    use crate::common::terminal::{run_on_terminal, without_terminal};
+    let test = "passphrase_protected_key_file_like_sops";
+    if !have_tools(test) || !crate::common::require_tool(test, "age") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let key = age_keygen(d, "plain");
+    let protected = d.join("id.age");
+    let pass = "correct horse battery";
+    let (status, shown) = run_on_terminal(
+        std::process::Command::new("age")
+            .args(["-p", "-a", "-o"])
+            .arg(&protected)
+            .arg(&key.file),
+        &[("Enter passphrase", pass), ("Confirm passphrase", pass)],
+    );
+    assert!(status.success(), "age -p: {shown}");
+    std::fs::remove_file(&key.file).unwrap();
+
+    std::fs::write(d.join("p.yaml"), "db:\n    password: hunter2\n").unwrap();
+    let theirs = run_ok(crate::common::sops(d).current_dir(d).args([
+        "-e",
+        "--age",
+        &key.recipient,
+        "p.yaml",
+    ]));
+    let mine = run_ok(ours(d).args(["encrypt", "--age", &key.recipient, "p.yaml"]));
+    for (n, enc) in [theirs, mine].iter().enumerate() {
+        let file = d.join(format!("e{n}.yaml"));
+        std::fs::write(&file, enc).unwrap();
+        for (who, mut cmd) in [("ours", ours(d)), ("sops", crate::common::sops(d))] {
+            if who == "ours" {
+                cmd.arg("decrypt");
+            } else {
+                cmd.arg("-d");
+            }
+            cmd.env("SOPS_AGE_KEY_FILE", &protected).arg(&file);
+            let (status, shown) =
+                run_on_terminal(&mut cmd, &[("Enter passphrase for identity", pass)]);
+            assert!(status.success(), "{who} on e{n}: {shown}");
+            assert!(
+                shown.contains("password: hunter2"),
+                "{who} on e{n}: {shown}"
+            );
+            assert_eq!(shown.matches("Enter passphrase").count(), 1, "{shown}");
+        }
+    }
+    let file = d.join("e0.yaml");
+
+    // A wrong passphrase: asked once, refused by name, nothing decrypted.
+    let (status, shown) = run_on_terminal(
+        ours(d)
+            .env("SOPS_AGE_KEY_FILE", &protected)
+            .arg("decrypt")
+            .arg(&file),
+        &[("Enter passphrase for identity", "wrong horse")],
+    );
+    assert!(!status.success(), "{shown}");
+    assert!(
+        shown.contains("incorrect passphrase") && shown.contains("id.age"),
+        "{shown}"
+    );
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert_eq!(shown.matches("Enter passphrase").count(), 1, "{shown}");
+
+    // No terminal to ask on (a script, a service): an error that says so and what to do.
+    let out = run(without_terminal(
+        ours(d)
+            .env("SOPS_AGE_KEY_FILE", &protected)
+            .arg("decrypt")
+            .arg(&file),
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot be asked for") && err.contains("SOPS_AGE_KEY_CMD"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // `keygen -y` opens the file to print its recipient, like `age-keygen -y` cannot.
+    let (status, shown) = run_on_terminal(
+        ours(d).arg("keygen").arg("-y").arg(&protected),
+        &[("Enter passphrase for identity", pass)],
+    );
+    assert!(
+        status.success() && shown.contains(&key.recipient),
+        "{shown}"
+    );
+}

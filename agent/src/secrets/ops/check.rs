@@ -605,9 +605,7 @@ fn check_decrypt(repo: &Repo, operator: Option<&str>) -> anyhow::Result<Vec<Find
         if let ["hosts", host, _] = rel.split('/').collect::<Vec<_>>().as_slice() {
             let key = repo.extra_key(host);
             if key.exists() {
-                let id = engine::Identity {
-                    key_file: key.clone(),
-                };
+                let id = engine::Identity::new(key.clone());
                 if let Err(e) = engine::decrypt(&bytes, &id, &label) {
                     out.push(f(
                         &label,

@@ -5,6 +5,7 @@
 //! Values stay in `SecretBytes`; errors name the file and never carry a value.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use crate::secret::SecretBytes;
 use crate::sops::{
@@ -64,17 +65,40 @@ impl EngineError {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub key_file: PathBuf,
+    /// Loaded on first use and shared by every file of the command, so a passphrase-protected
+    /// key file is asked for once.
+    keys: Arc<OnceLock<Keyring>>,
 }
 
 impl Identity {
-    fn keyring(&self) -> Result<Keyring, EngineError> {
-        let mut k = Keyring::new();
+    pub fn new(key_file: PathBuf) -> Identity {
+        Identity {
+            key_file,
+            keys: Arc::default(),
+        }
+    }
+
+    fn keyring(&self) -> Result<&Keyring, EngineError> {
+        if let Some(k) = self.keys.get() {
+            return Ok(k);
+        }
+        let mut k = Keyring::interactive();
         k.add_age_key_file(&self.key_file)
             .map_err(|source| EngineError::Key {
                 path: self.key_file.display().to_string(),
                 source,
             })?;
-        Ok(k)
+        Ok(self.keys.get_or_init(|| k))
+    }
+
+    /// The recipients of the key file, opening a passphrase-protected one (asking once).
+    pub fn recipients(&self) -> Result<Vec<String>, EngineError> {
+        let keys = self.keyring()?;
+        keys.open_protected().map_err(|source| EngineError::Key {
+            path: self.key_file.display().to_string(),
+            source,
+        })?;
+        Ok(keys.recipients())
     }
 }
 
@@ -120,7 +144,7 @@ pub fn decrypt(
 ) -> Result<Vec<(String, SecretBytes)>, EngineError> {
     let file = parse(bytes, what)?;
     let tree = file
-        .decrypt(&identity.keyring()?)
+        .decrypt(identity.keyring()?)
         .map_err(|source| EngineError::Decrypt {
             path: what.into(),
             source,
@@ -158,7 +182,7 @@ pub fn rekey(
         path: what.into(),
         source,
     };
-    file.update_keys(&keys, KeyGroups::single(recipients.to_vec()))
+    file.update_keys(keys, KeyGroups::single(recipients.to_vec()))
         .map_err(|source| match source {
             e @ (SopsError::NoKey { .. } | SopsError::MacMismatch) => EngineError::Decrypt {
                 path: what.into(),
@@ -167,7 +191,7 @@ pub fn rekey(
             e => err(e),
         })?;
     if new_data_key {
-        file.rotate(&keys).map_err(err)?;
+        file.rotate(keys).map_err(err)?;
     }
     file.to_bytes().map_err(err)
 }

@@ -60,43 +60,42 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .find(|o| o.name == op_name)
         .and_then(|o| o.age_recipient.clone());
-    let (op_key, new_op_key) = if op_path.exists() {
-        (keys::load_operator(repo, &ctx.fleet, &op_name)?.key, false)
+    // A key generated in this run can decrypt nothing yet; the identity is only used when the
+    // key file exists (files we decrypt were encrypted to it).
+    let (op_recipient, identity, new_op_key) = if op_path.exists() {
+        let op = keys::load_operator(repo, &ctx.fleet, &op_name)?;
+        (op.recipient, op.identity, None)
     } else if listed.is_none() {
-        (AgeKey::generate(), true)
+        let key = AgeKey::generate();
+        let identity = engine::Identity::new(op_path.clone());
+        (key.recipient.clone(), identity, Some(key))
     } else {
         // load_operator produces the refusal message.
         keys::load_operator(repo, &ctx.fleet, &op_name)?;
         unreachable!("load_operator fails when the key file is missing");
     };
-    // A key generated in this run can decrypt nothing yet; the identity is only used when the
-    // key file exists (files we decrypt were encrypted to it).
-    let identity = engine::Identity {
-        key_file: op_path.clone(),
-    };
-    if new_op_key {
+    if let Some(key) = &new_op_key {
         plan.create_if_missing(
             op_path.clone(),
-            || Ok(op_key.key_file_text()),
+            || Ok(key.key_file_text()),
             repo::FILE_MODE,
             format!("operator key of {op_name}"),
         )?;
         plan.write_public(
             repo.operator_pub(&op_name),
-            SecretBytes::new(format!("{}\n", op_key.recipient).into_bytes()),
+            SecretBytes::new(format!("{op_recipient}\n").into_bytes()),
             "operator recipient",
         );
     }
     if listed.is_none() {
-        let text =
-            crate::fleet::with_operator_recipient(&ctx.fleet_text, &op_name, &op_key.recipient)?;
+        let text = crate::fleet::with_operator_recipient(&ctx.fleet_text, &op_name, &op_recipient)?;
         plan.write_public(
             repo.fleet_config(),
             SecretBytes::new(text.into_bytes()),
             format!("record {op_name}'s ageRecipient"),
         );
     }
-    let operators = keys::operator_recipients(&ctx.fleet, Some((&op_name, &op_key.recipient)))?;
+    let operators = keys::operator_recipients(&ctx.fleet, Some((&op_name, &op_recipient)))?;
 
     // 2. `.clawdlets/` must never be committed.
     plan_gitignore(&mut plan, &ctx)?;
@@ -104,7 +103,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     // Enrolment: a new operator of a fleet that already has host keys can read nothing yet
     // (and must not rewrite .sops.yaml without the other hosts' rules). Create the key, record
     // the recipient, and stop; an existing operator then runs `rekey`.
-    if new_op_key
+    if new_op_key.is_some()
         && ctx
             .fleet
             .hosts
@@ -163,7 +162,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
     )?;
 
     // 4. .sops.yaml from every initialised host plus this one.
-    let hosts = if new_op_key {
+    let hosts = if new_op_key.is_some() {
         vec![(args.host.clone(), host_key.recipient.clone())]
     } else {
         super::host_recipients(

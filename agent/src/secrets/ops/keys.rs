@@ -70,16 +70,7 @@ impl AgeKey {
 /// Reads the first identity of an age key file (comment lines skipped). Refuses a file that
 /// other users can read, like ssh does for private keys.
 pub fn read_key_file(path: &Path) -> anyhow::Result<AgeKey> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read key file '{}'", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "key file '{}' is accessible by other users (mode {:04o})\nhint: chmod 600 '{}'",
-            path.display(),
-            meta.permissions().mode() & 0o777,
-            path.display()
-        );
-    }
+    check_key_file_mode(path)?;
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read key file '{}'", path.display()))?,
@@ -93,11 +84,46 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<AgeKey> {
         .with_context(|| format!("'{}' holds an invalid age key", path.display()))
 }
 
-/// The local operator: name, key and identity for decryption.
+/// Refuses a key file that other users can read or write.
+fn check_key_file_mode(path: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read key file '{}'", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "key file '{}' is accessible by other users (mode {:04o})\nhint: chmod 600 '{}'",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The recipient of an operator key file. A passphrase-protected file (`age -p`, as sops reads
+/// it) is opened through `identity`, which keeps it open for the rest of the command.
+fn operator_recipient(path: &Path, identity: &Identity) -> anyhow::Result<String> {
+    check_key_file_mode(path)?;
+    let head = std::fs::read(path)
+        .with_context(|| format!("cannot read key file '{}'", path.display()))?;
+    if !crate::sops::keys::is_age_file(&zeroize::Zeroizing::new(head)) {
+        return Ok(read_key_file(path)?.recipient);
+    }
+    let recipients = identity.recipients()?;
+    match recipients.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "the protected key file '{}' holds {} age keys; an operator key file holds one",
+            path.display(),
+            recipients.len()
+        ),
+    }
+}
+
+/// The local operator: name, recipient and identity for decryption.
 #[derive(Debug, Clone)]
 pub struct Operator {
     pub name: String,
-    pub key: AgeKey,
+    pub recipient: String,
     pub identity: Identity,
 }
 
@@ -135,25 +161,26 @@ pub fn load_operator(repo: &Repo, fleet: &Fleet, name: &str) -> anyhow::Result<O
             repo.rel(&path)
         );
     }
-    let key = read_key_file(&path)?;
+    let identity = Identity::new(path.clone());
+    let recipient = operator_recipient(&path, &identity)?;
     let listed = fleet
         .operators
         .iter()
         .find(|o| o.name == name)
         .and_then(|o| o.age_recipient.clone());
     match listed {
-        Some(r) if r != key.recipient => bail!(
+        Some(r) if r != recipient => bail!(
             "operator key '{}' has recipient {} but fleet/clawdlets.json lists {} for '{name}'",
             repo.rel(&path),
-            key.recipient,
+            recipient,
             r
         ),
         _ => {}
     }
     Ok(Operator {
         name: name.to_string(),
-        key,
-        identity: Identity { key_file: path },
+        recipient,
+        identity,
     })
 }
 

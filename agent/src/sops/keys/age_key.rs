@@ -58,11 +58,21 @@ pub enum Unwrap {
     Invalid(String),
 }
 
-/// Decrypts an armored age file with every identity of the keyring.
+/// Decrypts an armored age file with the identities of the keyring; a passphrase-protected
+/// identity file is opened (its passphrase asked for) only when the others do not match.
 pub fn unwrap(enc: &str, keys: &Keyring) -> Unwrap {
     if keys.is_empty() {
         return Unwrap::NoMatch;
     }
+    match unwrap_with(enc, keys.identities()) {
+        Unwrap::NoMatch if keys.has_unopened_protected() => {
+            unwrap_with(enc, keys.protected_identities())
+        }
+        other => other,
+    }
+}
+
+fn unwrap_with<'a>(enc: &str, identities: impl Iterator<Item = &'a dyn age::Identity>) -> Unwrap {
     let reader = ArmoredReader::new(enc.trim_start().as_bytes());
     let dec = match age::Decryptor::new_buffered(reader) {
         Ok(d) => d,
@@ -71,7 +81,7 @@ pub fn unwrap(enc: &str, keys: &Keyring) -> Unwrap {
     if dec.is_scrypt() {
         return Unwrap::Invalid("passphrase-encrypted data keys are not supported".into());
     }
-    match dec.decrypt(keys.identities()) {
+    match dec.decrypt(identities) {
         Ok(r) => {
             let mut out = Zeroizing::new(Vec::new());
             match r.take(MAX_PAYLOAD).read_to_end(&mut out) {

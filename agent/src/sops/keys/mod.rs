@@ -1,6 +1,11 @@
 //! Age keys: the `Keyring` of identities used to unwrap data keys (found like sops finds them),
 //! key generation, and the OpenSSH ed25519 → age conversion that ssh-to-age and sops-nix use.
 //!
+//! A passphrase-protected identity file (an age file encrypted to a passphrase whose plaintext is
+//! a key file, as `age -p` writes it and sops reads it) is kept closed until the plain identities
+//! cannot open a data key; then the keyring asks for its passphrase once, on the terminal. A
+//! keyring made for unattended use (`Keyring::new`) refuses such files when they are added.
+//!
 //! An OpenSSH ed25519 private key is held twice: as the native `ssh-ed25519` age identity (files
 //! sops encrypted to an `ssh-ed25519 …` recipient) and converted to an X25519 identity (files
 //! encrypted to the ssh-to-age recipient). Secret material stays in zeroizing types and is never
@@ -8,8 +13,10 @@
 
 pub mod age_key;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use age::secrecy::ExposeSecret;
 use bech32::{ToBase32, Variant};
@@ -28,11 +35,26 @@ pub struct AgeKeypair {
     pub recipient: String,
 }
 
+/// Asks for the passphrase of the protected identity file named by its argument.
+type AskPassphrase = Box<dyn Fn(&str) -> std::io::Result<SecretString> + Send + Sync>;
+
+/// Largest plaintext accepted from a protected identity file (sops' limit is 16 MiB; a key file
+/// is a few hundred bytes).
+const MAX_PROTECTED_PLAINTEXT: u64 = 1 << 20;
+
+/// Largest scrypt work factor (log2 N) accepted for a protected identity file: the age tools'
+/// limit; `age -p` writes 18.
+const MAX_SCRYPT_LOG_N: u8 = 22;
+
 /// Age identities available for decryption.
 #[derive(Default)]
 pub struct Keyring {
     x25519: Vec<(age::x25519::Identity, String)>,
     ssh: Vec<age::ssh::Identity>,
+    /// Passphrase-protected identity files, opened when first needed.
+    protected: Vec<Protected>,
+    /// How to ask for a passphrase; `None` (unattended) refuses protected files.
+    ask: Option<AskPassphrase>,
     /// Where the identities came from (paths and variable names, never key material).
     sources: Vec<String>,
 }
@@ -42,9 +64,75 @@ impl std::fmt::Debug for Keyring {
         f.debug_struct("Keyring")
             .field("x25519", &self.x25519.len())
             .field("ssh", &self.ssh.len())
+            .field("protected", &self.protected.len())
             .field("sources", &self.sources)
             .finish()
     }
+}
+
+/// A passphrase-protected identity file: the encrypted bytes until opened, then the identities
+/// inside it, or why they could not be had (asked once, never again in this process).
+struct Protected {
+    source: String,
+    file: Zeroizing<Vec<u8>>,
+    opened: OnceLock<Result<Keyring, String>>,
+}
+
+impl Protected {
+    fn open(&self, ask: &AskPassphrase) -> Result<Keyring, String> {
+        let reader = age::armor::ArmoredReader::new(self.file.trim_ascii_start());
+        let dec = age::Decryptor::new_buffered(reader)
+            .map_err(|e| format!("not a readable age-encrypted identity file: {e}"))?;
+        if !dec.is_scrypt() {
+            return Err(
+                "the identity file is encrypted to a key, not to a passphrase; \
+                        decrypt it with that key first"
+                    .into(),
+            );
+        }
+        let pass = ask(&self.source).map_err(|e| {
+            format!("the identity file is passphrase-protected and the passphrase cannot be asked for: {e}\nhint: run this on a terminal, or put the identities in SOPS_AGE_KEY_CMD (e.g. \"age -d FILE\")")
+        })?;
+        let mut id =
+            age::scrypt::Identity::new(age::secrecy::SecretString::from(pass.expose().to_string()));
+        // age's own bound is calibrated on this machine (+4 over ~1 s) and refuses files that
+        // `age -p` wrote on a faster one; accept what the age tools accept (2^22). The file is
+        // the user's own key, not input from others.
+        id.set_max_work_factor(MAX_SCRYPT_LOG_N);
+        let stream = dec
+            .decrypt(std::iter::once(&id as &dyn age::Identity))
+            .map_err(|e| match e {
+                age::DecryptError::NoMatchingKeys
+                | age::DecryptError::DecryptionFailed
+                | age::DecryptError::KeyDecryptionFailed => "incorrect passphrase".to_string(),
+                other => format!("cannot decrypt the identity file: {other}"),
+            })?;
+        let mut text = Zeroizing::new(Vec::new());
+        stream
+            .take(MAX_PROTECTED_PLAINTEXT + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| format!("cannot decrypt the identity file: {e}"))?;
+        if text.len() as u64 > MAX_PROTECTED_PLAINTEXT {
+            return Err("the decrypted identity file is larger than 1 MiB".into());
+        }
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| "the decrypted identity file is not UTF-8".to_string())?;
+        // Inside, the usual key-file syntax; a protected file inside a protected file is refused.
+        let mut inner = Keyring::new();
+        inner
+            .add_keys_from(&self.source, text)
+            .map_err(|e| match e {
+                SopsError::Key { detail, .. } => detail,
+                other => other.to_string(),
+            })?;
+        Ok(inner)
+    }
+}
+
+/// An age file, binary or armored: in a key source, a passphrase-protected identity file.
+pub fn is_age_file(bytes: &[u8]) -> bool {
+    let b = bytes.trim_ascii_start();
+    b.starts_with(b"age-encryption.org/") || b.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
 fn key_err(source: &str, detail: impl Into<String>) -> SopsError {
@@ -65,8 +153,28 @@ pub fn user_config_dir() -> Option<PathBuf> {
 }
 
 impl Keyring {
+    /// A keyring for unattended use: a passphrase-protected identity file is an error when added.
     pub fn new() -> Keyring {
         Keyring::default()
+    }
+
+    /// A keyring for a person at a terminal: a passphrase-protected identity file is opened when
+    /// first needed, asking for its passphrase on `/dev/tty` like sops does.
+    pub fn interactive() -> Keyring {
+        Keyring::asking_with(|source| {
+            rpassword::prompt_password(format!("Enter passphrase for identity '{source}': "))
+                .map(SecretString::new)
+        })
+    }
+
+    /// A keyring that gets the passphrases of protected identity files from `ask`.
+    pub fn asking_with(
+        ask: impl Fn(&str) -> std::io::Result<SecretString> + Send + Sync + 'static,
+    ) -> Keyring {
+        Keyring {
+            ask: Some(Box::new(ask)),
+            ..Keyring::default()
+        }
     }
 
     /// sops' lookup, all sources merged: `SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY_CMD`,
@@ -140,16 +248,21 @@ impl Keyring {
         Ok(())
     }
 
-    /// Adds every identity of an age key file (`AGE-SECRET-KEY-1…` lines, `#` comments).
+    /// Adds every identity of an age key file (`AGE-SECRET-KEY-1…` lines, `#` comments), or a
+    /// passphrase-protected one (an age-encrypted key file, binary or armored).
     pub fn add_age_key_file(&mut self, path: &Path) -> Result<(), SopsError> {
         let text = std::fs::read(path).map_err(|e| SopsError::Io {
             path: path.to_path_buf(),
             source: e,
         })?;
         let text = Zeroizing::new(text);
+        let source = path.display().to_string();
+        if is_age_file(&text) {
+            return self.add_protected(&source, text);
+        }
         let text = std::str::from_utf8(&text)
-            .map_err(|_| key_err(&path.display().to_string(), "the key file is not UTF-8"))?;
-        self.add_keys_from(&path.display().to_string(), text)
+            .map_err(|_| key_err(&source, "the key file is not UTF-8"))?;
+        self.add_keys_from(&source, text)
     }
 
     /// Adds identities in key-file syntax.
@@ -157,7 +270,27 @@ impl Keyring {
         self.add_keys_from("age key text", text)
     }
 
+    fn add_protected(&mut self, source: &str, file: Zeroizing<Vec<u8>>) -> Result<(), SopsError> {
+        if self.ask.is_none() {
+            return Err(key_err(
+                source,
+                "the identity file is passphrase-protected, and this command runs unattended and \
+                 cannot ask for a passphrase\nhint: use a plain age key file or an SSH host key",
+            ));
+        }
+        self.protected.push(Protected {
+            source: source.to_string(),
+            file,
+            opened: OnceLock::new(),
+        });
+        self.sources.push(source.to_string());
+        Ok(())
+    }
+
     fn add_keys_from(&mut self, source: &str, text: &str) -> Result<(), SopsError> {
+        if is_age_file(text.as_bytes()) {
+            return self.add_protected(source, Zeroizing::new(text.as_bytes().to_vec()));
+        }
         let mut found = 0;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -225,12 +358,55 @@ impl Keyring {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.x25519.is_empty() && self.ssh.is_empty()
+        self.x25519.is_empty() && self.ssh.is_empty() && self.protected.is_empty()
     }
 
-    /// The `age1…` recipient of every X25519 identity held (SSH keys: their converted form).
+    /// The `age1…` recipient of every X25519 identity held (SSH keys: their converted form),
+    /// those of protected files only once opened (`open_protected`).
     pub fn recipients(&self) -> Vec<String> {
-        self.x25519.iter().map(|(_, r)| r.clone()).collect()
+        let opened = self.opened_protected().flat_map(|k| k.recipients());
+        self.x25519
+            .iter()
+            .map(|(_, r)| r.clone())
+            .chain(opened)
+            .collect()
+    }
+
+    /// Opens every passphrase-protected identity file not opened yet (asking once for each);
+    /// the first that cannot be opened is the error.
+    pub fn open_protected(&self) -> Result<(), SopsError> {
+        self.protected_identities().for_each(drop);
+        self.protected_failure().map_or(Ok(()), Err)
+    }
+
+    /// Whether some identities are behind a passphrase not yet asked for.
+    pub(crate) fn has_unopened_protected(&self) -> bool {
+        self.protected.iter().any(|p| p.opened.get().is_none())
+    }
+
+    /// The identities of the protected files, opening them first (asking for passphrases).
+    pub(crate) fn protected_identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.protected
+            .iter()
+            .filter_map(|p| {
+                let ask = self.ask.as_ref()?;
+                p.opened.get_or_init(|| p.open(ask)).as_ref().ok()
+            })
+            .flat_map(|k| k.identities())
+    }
+
+    /// Why a protected file could not be opened (wrong passphrase, no terminal…), if one failed.
+    pub(crate) fn protected_failure(&self) -> Option<SopsError> {
+        self.protected.iter().find_map(|p| match p.opened.get() {
+            Some(Err(detail)) => Some(key_err(&p.source, detail.clone())),
+            _ => None,
+        })
+    }
+
+    fn opened_protected(&self) -> impl Iterator<Item = &Keyring> {
+        self.protected
+            .iter()
+            .filter_map(|p| p.opened.get().and_then(|r| r.as_ref().ok()))
     }
 
     /// Where the identities came from (paths, variable names).
@@ -238,11 +414,15 @@ impl Keyring {
         &self.sources
     }
 
-    pub(crate) fn identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
-        self.x25519
-            .iter()
-            .map(|(i, _)| i as &dyn age::Identity)
-            .chain(self.ssh.iter().map(|i| i as &dyn age::Identity))
+    /// The identities held in the clear, and those of protected files already opened.
+    pub(crate) fn identities(&self) -> Box<dyn Iterator<Item = &dyn age::Identity> + '_> {
+        Box::new(
+            self.x25519
+                .iter()
+                .map(|(i, _)| i as &dyn age::Identity)
+                .chain(self.ssh.iter().map(|i| i as &dyn age::Identity))
+                .chain(self.opened_protected().flat_map(|k| k.identities())),
+        )
     }
 }
 
@@ -369,6 +549,119 @@ mod tests {
             .unwrap();
         assert_eq!(k.recipients(), vec![kp.recipient]);
         assert!(k.add_age_keys_str("garbage").is_err());
+    }
+
+    /// A passphrase-protected identity file holding `secret`, armored like `age -p -a` writes it
+    /// (with a small scrypt work factor to keep the test fast).
+    fn protect(secret: &str, passphrase: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut r = age::scrypt::Recipient::new(passphrase.to_string().into());
+        r.set_work_factor(10);
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+        let mut out = Vec::new();
+        let armor =
+            age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+                .unwrap();
+        let mut w = enc.wrap_output(armor).unwrap();
+        w.write_all(format!("# created: test\n{secret}\n").as_bytes())
+            .unwrap();
+        w.finish().unwrap().finish().unwrap();
+        out
+    }
+
+    /// A sops YAML file encrypted to `recipients`.
+    fn sops_file(recipients: &[String]) -> crate::sops::EncryptedFile {
+        use crate::sops::file::{EncryptOptions, KeyGroups};
+        use crate::sops::store::Format;
+        let tree = crate::sops::tree::Tree::parse(b"a: secret\n", Format::Yaml).unwrap();
+        let opts = EncryptOptions {
+            key_groups: KeyGroups::single(recipients.to_vec()),
+            ..EncryptOptions::default()
+        };
+        crate::sops::EncryptedFile::encrypt(&tree, Format::Yaml, &opts).unwrap()
+    }
+
+    /// A keyring answering `passphrase` and counting how often it was asked.
+    fn asking(
+        passphrase: &'static str,
+    ) -> (Keyring, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = asked.clone();
+        let k = Keyring::asking_with(move |source| {
+            assert!(source.ends_with("id.age"), "asked for {source}");
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(SecretString::new(passphrase.to_string()))
+        });
+        (k, asked)
+    }
+
+    #[test]
+    fn protected_identity_file_is_opened_once_when_needed() {
+        let d = tempfile::tempdir().unwrap();
+        let (inside, plain) = (generate_age_keypair(), generate_age_keypair());
+        let path = d.path().join("id.age");
+        std::fs::write(&path, protect(inside.secret.expose(), "right horse")).unwrap();
+
+        let (mut k, asked) = asking("right horse");
+        k.add_age_key_file(&path).unwrap();
+        k.add_age_keys_str(plain.secret.expose()).unwrap();
+        // A file the plain key opens: the passphrase is not asked for.
+        sops_file(std::slice::from_ref(&plain.recipient))
+            .decrypt(&k)
+            .unwrap();
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(k.recipients(), std::slice::from_ref(&plain.recipient));
+        // Files only the protected key opens: asked once, for all of them.
+        for _ in 0..3 {
+            let tree = sops_file(std::slice::from_ref(&inside.recipient))
+                .decrypt(&k)
+                .unwrap();
+            assert_eq!(
+                tree.emit(crate::sops::store::Format::Yaml)
+                    .unwrap()
+                    .expose(),
+                b"a: secret\n"
+            );
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(k.recipients(), [plain.recipient, inside.recipient]);
+    }
+
+    #[test]
+    fn protected_identity_file_errors_name_the_file_and_the_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let inside = generate_age_keypair();
+        let path = d.path().join("id.age");
+        std::fs::write(&path, protect(inside.secret.expose(), "right horse")).unwrap();
+        let file = sops_file(std::slice::from_ref(&inside.recipient));
+
+        let (mut k, asked) = asking("wrong horse");
+        k.add_age_key_file(&path).unwrap();
+        let e = file.decrypt(&k).unwrap_err().to_string();
+        assert!(
+            e.contains("id.age") && e.contains("incorrect passphrase"),
+            "{e}"
+        );
+        // A wrong passphrase is not asked again for the next key or file.
+        assert!(file.decrypt(&k).is_err());
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let mut k = Keyring::asking_with(|_| Err(std::io::Error::other("no terminal")));
+        k.add_age_key_file(&path).unwrap();
+        let e = file.decrypt(&k).unwrap_err().to_string();
+        assert!(e.contains("cannot be asked for: no terminal"), "{e}");
+        assert!(!e.contains("AGE-SECRET-KEY"), "{e}");
+
+        // Unattended keyrings (the host installer) refuse the file up front.
+        let e = Keyring::new()
+            .add_age_key_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("passphrase-protected") && e.contains("unattended"),
+            "{e}"
+        );
     }
 
     #[test]

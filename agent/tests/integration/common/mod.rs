@@ -10,6 +10,7 @@ pub mod orchestrator;
 pub mod probe;
 pub mod sops;
 pub mod sops_fixtures;
+pub mod terminal;
 pub mod users;
 
 use std::path::{Path, PathBuf};
