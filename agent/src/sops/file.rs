@@ -130,7 +130,7 @@ impl EncryptedFile {
         let mut invalid = None;
         for (gi, group) in groups.iter().enumerate() {
             for (ki, key) in group.age.iter().enumerate() {
-                match age_key::unwrap(&key.enc, keys) {
+                match age_key::unwrap(&key.enc, &key.recipient, keys) {
                     Unwrap::Key(k) => {
                         parts.push(k);
                         break;

@@ -1310,7 +1310,7 @@ fn host_key_rotation_reencrypts_and_prints_the_push_steps() {
 /// opens, and a wrong one fails without touching the tree.
 #[test]
 fn passphrase_protected_operator_key_is_asked_for_once_per_command() {
-    use crate::common::terminal::run_on_terminal;
+    use crate::common::terminal::{age_protect, run_on_terminal};
     let Some(fx) = fixture("passphrase_protected_operator_key") else {
         return;
     };
@@ -1318,15 +1318,7 @@ fn passphrase_protected_operator_key_is_asked_for_once_per_command() {
     let pass = "operator horse battery";
     let plain = fx.home.join("alice.plain");
     std::fs::rename(fx.operator_key(), &plain).unwrap();
-    let (status, shown) = run_on_terminal(
-        Command::new("age")
-            .args(["-p", "-o"])
-            .arg(fx.operator_key())
-            .arg(&plain),
-        &[("Enter passphrase", pass), ("Confirm passphrase", pass)],
-    );
-    assert!(status.success(), "age -p: {shown}");
-    std::fs::set_permissions(fx.operator_key(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    age_protect(&plain, &fx.operator_key(), pass, false);
 
     let before = snapshot(&fx.repo);
     let rotate = [

@@ -1243,7 +1243,7 @@ fn several_recipients_and_text_formats() {
 /// passphrase and a missing terminal are clear errors; the file works with both tools.
 #[test]
 fn passphrase_protected_key_file_like_sops() {
-    use crate::common::terminal::{run_on_terminal, without_terminal};
+    use crate::common::terminal::{age_protect, run_on_terminal, without_terminal};
     let test = "passphrase_protected_key_file_like_sops";
     if !have_tools(test) || !crate::common::require_tool(test, "age") {
         return;
@@ -1253,14 +1253,7 @@ fn passphrase_protected_key_file_like_sops() {
     let key = age_keygen(d, "plain");
     let protected = d.join("id.age");
     let pass = "correct horse battery";
-    let (status, shown) = run_on_terminal(
-        std::process::Command::new("age")
-            .args(["-p", "-a", "-o"])
-            .arg(&protected)
-            .arg(&key.file),
-        &[("Enter passphrase", pass), ("Confirm passphrase", pass)],
-    );
-    assert!(status.success(), "age -p: {shown}");
+    age_protect(&key.file, &protected, pass, true);
     std::fs::remove_file(&key.file).unwrap();
 
     std::fs::write(d.join("p.yaml"), "db:\n    password: hunter2\n").unwrap();
@@ -1331,6 +1324,96 @@ fn passphrase_protected_key_file_like_sops() {
     );
     assert!(
         status.success() && shown.contains(&key.recipient),
+        "{shown}"
+    );
+}
+
+/// An OpenSSH ed25519 key with a passphrase (the real `ssh-keygen -N`), as sops 3.11 reads it:
+/// asked for on the terminal only when a file is encrypted to it, in its native `ssh-ed25519`
+/// form or its ssh-to-age form, once per command; `~/.ssh/id_ed25519` too.
+#[test]
+fn passphrase_protected_ssh_key_like_sops() {
+    use crate::common::terminal::run_on_terminal;
+    let test = "passphrase_protected_ssh_key_like_sops";
+    if !have_tools(test) || !crate::common::require_tool(test, "ssh-keygen") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    std::fs::create_dir(d.join(".ssh")).unwrap();
+    let key = d.join(".ssh/id_ed25519");
+    let pass = "ssh horse battery";
+    run_ok(
+        std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-C", "op@test", "-N", pass, "-f"])
+            .arg(&key),
+    );
+    let public = std::fs::read_to_string(d.join(".ssh/id_ed25519.pub")).unwrap();
+    let native = public
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let converted = clawdlets::sops::ssh_ed25519_public_to_age(&native).unwrap();
+    let other = age_keygen(d, "other");
+    std::fs::write(d.join("p.yaml"), "token: hunter2\n").unwrap();
+    let encrypt_to = |name: &str, recipient: &str| {
+        let out = run_ok(
+            crate::common::sops(d)
+                .current_dir(d)
+                .args(["-e", "--age", recipient, "p.yaml"]),
+        );
+        std::fs::write(d.join(name), out).unwrap();
+        d.join(name)
+    };
+    let to_native = encrypt_to("native.yaml", &native);
+    let to_converted = encrypt_to("converted.yaml", &converted);
+    let to_other = encrypt_to("other.yaml", &other.recipient);
+    let prompt = format!("Enter passphrase for \"{}\"", key.display());
+
+    // Explicit (SOPS_AGE_SSH_PRIVATE_KEY_FILE) and default (~/.ssh/id_ed25519) alike.
+    for explicit in [true, false] {
+        for file in [&to_native, &to_converted] {
+            let mut cmd = ours(d);
+            if explicit {
+                cmd.env("SOPS_AGE_SSH_PRIVATE_KEY_FILE", &key);
+            }
+            cmd.arg("decrypt").arg(file);
+            let (status, shown) = run_on_terminal(&mut cmd, &[(&prompt, pass)]);
+            assert!(
+                status.success() && shown.contains("token: hunter2"),
+                "{shown}"
+            );
+            assert_eq!(shown.matches("Enter passphrase").count(), 1, "{shown}");
+        }
+    }
+    // sops 3.11 reads the same key for the native recipient.
+    let (status, shown) = run_on_terminal(
+        crate::common::sops(d)
+            .env("SOPS_AGE_SSH_PRIVATE_KEY_FILE", &key)
+            .arg("-d")
+            .arg(&to_native),
+        &[(&prompt, pass)],
+    );
+    assert!(
+        status.success() && shown.contains("token: hunter2"),
+        "sops: {shown}"
+    );
+
+    // A file for someone else: never asked; the usual no-key error.
+    let (status, shown) = run_on_terminal(ours(d).arg("decrypt").arg(&to_other), &[]);
+    assert!(!status.success(), "{shown}");
+    assert!(!shown.contains("Enter passphrase"), "{shown}");
+    assert!(shown.contains(&other.recipient), "{shown}");
+
+    // A wrong passphrase names the key.
+    let (status, shown) = run_on_terminal(
+        ours(d).arg("decrypt").arg(&to_converted),
+        &[(&prompt, "wrong horse")],
+    );
+    assert!(!status.success(), "{shown}");
+    assert!(
+        shown.contains("incorrect passphrase") && shown.contains("id_ed25519"),
         "{shown}"
     );
 }

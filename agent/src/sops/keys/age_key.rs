@@ -58,15 +58,16 @@ pub enum Unwrap {
     Invalid(String),
 }
 
-/// Decrypts an armored age file with the identities of the keyring; a passphrase-protected
-/// identity file is opened (its passphrase asked for) only when the others do not match.
-pub fn unwrap(enc: &str, keys: &Keyring) -> Unwrap {
+/// Decrypts an armored age file wrapped for `recipient` with the identities of the keyring; a
+/// passphrase-protected one is opened (its passphrase asked for) only when the others do not
+/// match and it might.
+pub fn unwrap(enc: &str, recipient: &str, keys: &Keyring) -> Unwrap {
     if keys.is_empty() {
         return Unwrap::NoMatch;
     }
     match unwrap_with(enc, keys.identities()) {
-        Unwrap::NoMatch if keys.has_unopened_protected() => {
-            unwrap_with(enc, keys.protected_identities())
+        Unwrap::NoMatch if keys.has_unopened_protected_for(recipient) => {
+            unwrap_with(enc, keys.protected_identities_for(recipient))
         }
         other => other,
     }

@@ -1,10 +1,8 @@
 //! Age keys: the `Keyring` of identities used to unwrap data keys (found like sops finds them),
 //! key generation, and the OpenSSH ed25519 → age conversion that ssh-to-age and sops-nix use.
 //!
-//! A passphrase-protected identity file (an age file encrypted to a passphrase whose plaintext is
-//! a key file, as `age -p` writes it and sops reads it) is kept closed until the plain identities
-//! cannot open a data key; then the keyring asks for its passphrase once, on the terminal. A
-//! keyring made for unattended use (`Keyring::new`) refuses such files when they are added.
+//! Passphrase-protected identities (`protected`) stay sealed until a data key needs them; a
+//! keyring made for unattended use (`Keyring::new`) refuses them when they are added.
 //!
 //! An OpenSSH ed25519 private key is held twice: as the native `ssh-ed25519` age identity (files
 //! sops encrypted to an `ssh-ed25519 …` recipient) and converted to an X25519 identity (files
@@ -12,17 +10,19 @@
 //! logged; errors name the key source, never the key.
 
 pub mod age_key;
+mod protected;
 
-use std::io::Read;
+pub use protected::is_age_file;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use age::secrecy::ExposeSecret;
 use bech32::{ToBase32, Variant};
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
 
+use self::protected::{AskPassphrase, Protected};
 use super::error::SopsError;
 use crate::secret::SecretString;
 
@@ -35,25 +35,14 @@ pub struct AgeKeypair {
     pub recipient: String,
 }
 
-/// Asks for the passphrase of the protected identity file named by its argument.
-type AskPassphrase = Box<dyn Fn(&str) -> std::io::Result<SecretString> + Send + Sync>;
-
-/// Largest plaintext accepted from a protected identity file (sops' limit is 16 MiB; a key file
-/// is a few hundred bytes).
-const MAX_PROTECTED_PLAINTEXT: u64 = 1 << 20;
-
-/// Largest scrypt work factor (log2 N) accepted for a protected identity file: the age tools'
-/// limit; `age -p` writes 18.
-const MAX_SCRYPT_LOG_N: u8 = 22;
-
 /// Age identities available for decryption.
 #[derive(Default)]
 pub struct Keyring {
     x25519: Vec<(age::x25519::Identity, String)>,
     ssh: Vec<age::ssh::Identity>,
-    /// Passphrase-protected identity files, opened when first needed.
+    /// Passphrase-protected identities, opened when first needed.
     protected: Vec<Protected>,
-    /// How to ask for a passphrase; `None` (unattended) refuses protected files.
+    /// How to ask for a passphrase; `None` (unattended) refuses protected identities.
     ask: Option<AskPassphrase>,
     /// Where the identities came from (paths and variable names, never key material).
     sources: Vec<String>,
@@ -68,71 +57,6 @@ impl std::fmt::Debug for Keyring {
             .field("sources", &self.sources)
             .finish()
     }
-}
-
-/// A passphrase-protected identity file: the encrypted bytes until opened, then the identities
-/// inside it, or why they could not be had (asked once, never again in this process).
-struct Protected {
-    source: String,
-    file: Zeroizing<Vec<u8>>,
-    opened: OnceLock<Result<Keyring, String>>,
-}
-
-impl Protected {
-    fn open(&self, ask: &AskPassphrase) -> Result<Keyring, String> {
-        let reader = age::armor::ArmoredReader::new(self.file.trim_ascii_start());
-        let dec = age::Decryptor::new_buffered(reader)
-            .map_err(|e| format!("not a readable age-encrypted identity file: {e}"))?;
-        if !dec.is_scrypt() {
-            return Err(
-                "the identity file is encrypted to a key, not to a passphrase; \
-                        decrypt it with that key first"
-                    .into(),
-            );
-        }
-        let pass = ask(&self.source).map_err(|e| {
-            format!("the identity file is passphrase-protected and the passphrase cannot be asked for: {e}\nhint: run this on a terminal, or put the identities in SOPS_AGE_KEY_CMD (e.g. \"age -d FILE\")")
-        })?;
-        let mut id =
-            age::scrypt::Identity::new(age::secrecy::SecretString::from(pass.expose().to_string()));
-        // age's own bound is calibrated on this machine (+4 over ~1 s) and refuses files that
-        // `age -p` wrote on a faster one; accept what the age tools accept (2^22). The file is
-        // the user's own key, not input from others.
-        id.set_max_work_factor(MAX_SCRYPT_LOG_N);
-        let stream = dec
-            .decrypt(std::iter::once(&id as &dyn age::Identity))
-            .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys
-                | age::DecryptError::DecryptionFailed
-                | age::DecryptError::KeyDecryptionFailed => "incorrect passphrase".to_string(),
-                other => format!("cannot decrypt the identity file: {other}"),
-            })?;
-        let mut text = Zeroizing::new(Vec::new());
-        stream
-            .take(MAX_PROTECTED_PLAINTEXT + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| format!("cannot decrypt the identity file: {e}"))?;
-        if text.len() as u64 > MAX_PROTECTED_PLAINTEXT {
-            return Err("the decrypted identity file is larger than 1 MiB".into());
-        }
-        let text = std::str::from_utf8(&text)
-            .map_err(|_| "the decrypted identity file is not UTF-8".to_string())?;
-        // Inside, the usual key-file syntax; a protected file inside a protected file is refused.
-        let mut inner = Keyring::new();
-        inner
-            .add_keys_from(&self.source, text)
-            .map_err(|e| match e {
-                SopsError::Key { detail, .. } => detail,
-                other => other.to_string(),
-            })?;
-        Ok(inner)
-    }
-}
-
-/// An age file, binary or armored: in a key source, a passphrase-protected identity file.
-pub fn is_age_file(bytes: &[u8]) -> bool {
-    let b = bytes.trim_ascii_start();
-    b.starts_with(b"age-encryption.org/") || b.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
 fn key_err(source: &str, detail: impl Into<String>) -> SopsError {
@@ -153,21 +77,18 @@ pub fn user_config_dir() -> Option<PathBuf> {
 }
 
 impl Keyring {
-    /// A keyring for unattended use: a passphrase-protected identity file is an error when added.
+    /// A keyring for unattended use: a passphrase-protected identity is an error when added.
     pub fn new() -> Keyring {
         Keyring::default()
     }
 
-    /// A keyring for a person at a terminal: a passphrase-protected identity file is opened when
-    /// first needed, asking for its passphrase on `/dev/tty` like sops does.
+    /// A keyring for a person at a terminal: a passphrase-protected identity is opened when first
+    /// needed, asking for its passphrase on `/dev/tty` like sops does.
     pub fn interactive() -> Keyring {
-        Keyring::asking_with(|source| {
-            rpassword::prompt_password(format!("Enter passphrase for identity '{source}': "))
-                .map(SecretString::new)
-        })
+        Keyring::asking_with(|prompt| rpassword::prompt_password(prompt).map(SecretString::new))
     }
 
-    /// A keyring that gets the passphrases of protected identity files from `ask`.
+    /// A keyring that gets the passphrases of protected identities from `ask` (given the prompt).
     pub fn asking_with(
         ask: impl Fn(&str) -> std::io::Result<SecretString> + Send + Sync + 'static,
     ) -> Keyring {
@@ -178,9 +99,10 @@ impl Keyring {
     }
 
     /// sops' lookup, all sources merged: `SOPS_AGE_KEY`, `SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY_CMD`,
-    /// `SOPS_AGE_SSH_PRIVATE_KEY_FILE`, `~/.ssh/id_ed25519` and `~/.ssh/id_rsa` (when present and
-    /// not passphrase-protected), then `<config dir>/sops/age/keys.txt`. A source named by a
-    /// variable that cannot be used is an error; the default locations are skipped when absent.
+    /// `SOPS_AGE_SSH_PRIVATE_KEY_FILE`, `~/.ssh/id_ed25519` and `~/.ssh/id_rsa` (when present;
+    /// passphrase-protected ones only for a keyring that can ask), then
+    /// `<config dir>/sops/age/keys.txt`. A source named by a variable that cannot be used is an
+    /// error; the default locations are skipped when absent.
     pub fn from_sops_env() -> Result<Keyring, SopsError> {
         let mut k = Keyring::new();
         k.add_sops_env()?;
@@ -258,7 +180,7 @@ impl Keyring {
         let text = Zeroizing::new(text);
         let source = path.display().to_string();
         if is_age_file(&text) {
-            return self.add_protected(&source, text);
+            return self.add_protected(Protected::age_file(&source, text));
         }
         let text = std::str::from_utf8(&text)
             .map_err(|_| key_err(&source, "the key file is not UTF-8"))?;
@@ -270,26 +192,23 @@ impl Keyring {
         self.add_keys_from("age key text", text)
     }
 
-    fn add_protected(&mut self, source: &str, file: Zeroizing<Vec<u8>>) -> Result<(), SopsError> {
+    fn add_protected(&mut self, p: Protected) -> Result<(), SopsError> {
         if self.ask.is_none() {
             return Err(key_err(
-                source,
-                "the identity file is passphrase-protected, and this command runs unattended and \
-                 cannot ask for a passphrase\nhint: use a plain age key file or an SSH host key",
+                p.source(),
+                "the key is passphrase-protected, and this command runs unattended and cannot \
+                 ask for a passphrase\nhint: use a plain age key file or an SSH host key",
             ));
         }
-        self.protected.push(Protected {
-            source: source.to_string(),
-            file,
-            opened: OnceLock::new(),
-        });
-        self.sources.push(source.to_string());
+        self.sources.push(p.source().to_string());
+        self.protected.push(p);
         Ok(())
     }
 
     fn add_keys_from(&mut self, source: &str, text: &str) -> Result<(), SopsError> {
         if is_age_file(text.as_bytes()) {
-            return self.add_protected(source, Zeroizing::new(text.as_bytes().to_vec()));
+            let file = Zeroizing::new(text.as_bytes().to_vec());
+            return self.add_protected(Protected::age_file(source, file));
         }
         let mut found = 0;
         for (n, line) in text.lines().enumerate() {
@@ -329,7 +248,8 @@ impl Keyring {
     }
 
     /// Adds an OpenSSH private key file: ed25519 (native stanza + ssh-to-age conversion) or RSA
-    /// (native stanza only). Passphrase-protected keys are refused with a hint.
+    /// (native stanza only). A passphrase-protected key is asked for only when a file is
+    /// encrypted to it (refused by an unattended keyring).
     pub fn add_ssh_key_file(&mut self, path: &Path) -> Result<(), SopsError> {
         let text = std::fs::read(path).map_err(|e| SopsError::Io {
             path: path.to_path_buf(),
@@ -343,6 +263,9 @@ impl Keyring {
     }
 
     fn add_ssh_key_text(&mut self, source: &str, text: &str) -> Result<(), SopsError> {
+        if let Some(p) = Protected::ssh_key(source, text) {
+            return self.add_protected(p);
+        }
         let id = parse_ssh_identity(source, text)?;
         if let Some(seed) = ed25519_seed(text) {
             let kp = x25519_from_seed(&seed);
@@ -372,41 +295,46 @@ impl Keyring {
             .collect()
     }
 
-    /// Opens every passphrase-protected identity file not opened yet (asking once for each);
-    /// the first that cannot be opened is the error.
+    /// Opens every passphrase-protected identity not opened yet (asking once for each); the
+    /// first that cannot be opened is the error.
     pub fn open_protected(&self) -> Result<(), SopsError> {
-        self.protected_identities().for_each(drop);
+        if let Some(ask) = &self.ask {
+            for p in &self.protected {
+                let _opened_or_failed = p.open(ask);
+            }
+        }
         self.protected_failure().map_or(Ok(()), Err)
     }
 
-    /// Whether some identities are behind a passphrase not yet asked for.
-    pub(crate) fn has_unopened_protected(&self) -> bool {
-        self.protected.iter().any(|p| p.opened.get().is_none())
-    }
-
-    /// The identities of the protected files, opening them first (asking for passphrases).
-    pub(crate) fn protected_identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
+    /// Whether an identity not yet opened might open a data key wrapped for `recipient`.
+    pub(crate) fn has_unopened_protected_for(&self, recipient: &str) -> bool {
         self.protected
             .iter()
-            .filter_map(|p| {
-                let ask = self.ask.as_ref()?;
-                p.opened.get_or_init(|| p.open(ask)).as_ref().ok()
-            })
+            .any(|p| !p.is_opened() && p.may_open(recipient))
+    }
+
+    /// The identities of the protected keys that might serve `recipient`, opening them first
+    /// (asking for their passphrases).
+    pub(crate) fn protected_identities_for<'a>(
+        &'a self,
+        recipient: &'a str,
+    ) -> impl Iterator<Item = &'a dyn age::Identity> + 'a {
+        self.protected
+            .iter()
+            .filter(move |p| p.may_open(recipient))
+            .filter_map(|p| p.open(self.ask.as_ref()?))
             .flat_map(|k| k.identities())
     }
 
-    /// Why a protected file could not be opened (wrong passphrase, no terminal…), if one failed.
+    /// Why a protected key could not be opened (wrong passphrase, no terminal…), if one failed.
     pub(crate) fn protected_failure(&self) -> Option<SopsError> {
-        self.protected.iter().find_map(|p| match p.opened.get() {
-            Some(Err(detail)) => Some(key_err(&p.source, detail.clone())),
-            _ => None,
-        })
+        self.protected
+            .iter()
+            .find_map(|p| Some(key_err(p.source(), p.failure()?)))
     }
 
     fn opened_protected(&self) -> impl Iterator<Item = &Keyring> {
-        self.protected
-            .iter()
-            .filter_map(|p| p.opened.get().and_then(|r| r.as_ref().ok()))
+        self.protected.iter().filter_map(Protected::opened)
     }
 
     /// Where the identities came from (paths, variable names).
@@ -433,7 +361,7 @@ fn parse_ssh_identity(source: &str, text: &str) -> Result<age::ssh::Identity, So
         age::ssh::Identity::Unencrypted(_) => Ok(id),
         age::ssh::Identity::Encrypted(_) => Err(key_err(
             source,
-            "the SSH key is passphrase-protected, which is not supported\nhint: use an unprotected host key or an age key file",
+            "the SSH key is passphrase-protected in a form that cannot be opened here (only OpenSSH-format keys can)\nhint: convert it with `ssh-keygen -p -f FILE`, or use an age key file",
         )),
         age::ssh::Identity::Unsupported(_) => Err(key_err(
             source,
@@ -588,8 +516,11 @@ mod tests {
     ) -> (Keyring, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
         let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let count = asked.clone();
-        let k = Keyring::asking_with(move |source| {
-            assert!(source.ends_with("id.age"), "asked for {source}");
+        let k = Keyring::asking_with(move |prompt| {
+            assert!(
+                prompt.contains("id.age") || prompt.contains("id_ed25519"),
+                "{prompt}"
+            );
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(SecretString::new(passphrase.to_string()))
         });
@@ -662,6 +593,57 @@ mod tests {
             e.contains("passphrase-protected") && e.contains("unattended"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn protected_ssh_key_is_asked_for_only_for_files_encrypted_to_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::OsRng;
+        let key = ssh_key::PrivateKey::random(&mut rng, ssh_key::Algorithm::Ed25519).unwrap();
+        let native = key.public_key().to_openssh().unwrap();
+        let converted = ssh_ed25519_public_to_age(&native).unwrap();
+        let sealed = key.encrypt(&mut rng, "right horse").unwrap();
+        let path = d.path().join("id_ed25519");
+        std::fs::write(&path, sealed.to_openssh(ssh_key::LineEnding::LF).unwrap()).unwrap();
+        let (other, plain) = (generate_age_keypair(), generate_age_keypair());
+
+        let (mut k, asked) = asking("right horse");
+        k.add_ssh_key_file(&path).unwrap();
+        let e = sops_file(std::slice::from_ref(&other.recipient))
+            .decrypt(&k)
+            .unwrap_err();
+        assert!(matches!(e, SopsError::NoKey { .. }), "{e}");
+        k.add_age_keys_str(plain.secret.expose()).unwrap();
+        sops_file(&[plain.recipient.clone(), converted.clone()])
+            .decrypt(&k)
+            .unwrap();
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Encrypted to the key (ssh-to-age form, then native form): asked once for both.
+        let native_recipient = native
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for r in [converted, native_recipient] {
+            sops_file(&[r]).decrypt(&k).unwrap();
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let (mut k, _) = asking("wrong horse");
+        k.add_ssh_key_file(&path).unwrap();
+        let e = sops_file(&[ssh_ed25519_public_to_age(&native).unwrap()])
+            .decrypt(&k)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("id_ed25519") && e.contains("incorrect passphrase"),
+            "{e}"
+        );
+        let e = Keyring::new()
+            .add_ssh_key_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unattended"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! reach it), or with no controlling terminal at all.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -84,6 +86,25 @@ pub fn run_on_terminal(cmd: &mut Command, answers: &[(&str, &str)]) -> (ExitStat
         next.map(|(p, _)| p)
     );
     (status, shown)
+}
+
+/// Protects the key file `plain` with `passphrase` into `out` (mode 0600) with the real
+/// `age -p`, which reads the passphrase only from a terminal; `-a` when `armor`.
+pub fn age_protect(plain: &Path, out: &Path, passphrase: &str, armor: bool) {
+    let mut age = Command::new("age");
+    age.arg("-p");
+    if armor {
+        age.arg("-a");
+    }
+    let (status, shown) = run_on_terminal(
+        age.arg("-o").arg(out).arg(plain),
+        &[
+            ("Enter passphrase", passphrase),
+            ("Confirm passphrase", passphrase),
+        ],
+    );
+    assert!(status.success(), "age -p: {shown}");
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Makes `cmd` start without a controlling terminal (a new session), as under systemd or cron,
