@@ -4,6 +4,7 @@
 //! `docs/ARCHITECTURE.md` for the map and the invariants every module keeps.
 
 pub mod cli;
+pub mod editor;
 pub mod egress;
 pub mod exit;
 pub mod fleet;
