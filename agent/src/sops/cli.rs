@@ -1,4 +1,4 @@
-//! `clawdlets sops decrypt|encrypt|updatekeys|rotate|keygen`: sops-compatible commands on top of
+//! `clawdlets sops decrypt|encrypt|edit|updatekeys|rotate|keygen`: sops-compatible commands on top of
 //! the engine. Output is built completely before a single write, so a failure never leaves
 //! partial plaintext on stdout; in-place writes go through a temp file + rename that keeps the
 //! original mode and owner.
@@ -30,6 +30,9 @@ pub enum SopsSub {
     Decrypt(DecryptArgs),
     /// Encrypt a plaintext file to stdout (or in place) for age recipients.
     Encrypt(EncryptArgs),
+    /// Edit an encrypted file (or create one) in $EDITOR, like `sops edit`; the plaintext stays
+    /// on a private RAM filesystem and only changed values are re-encrypted.
+    Edit(super::edit::EditArgs),
     /// Re-wrap the data key for the recipients `.sops.yaml` now asks for (values untouched).
     Updatekeys(UpdateKeysArgs),
     /// Generate a new data key and re-encrypt every value for the same recipients.
@@ -50,7 +53,7 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
-    fn keyring(&self) -> anyhow::Result<Keyring> {
+    pub(super) fn keyring(&self) -> anyhow::Result<Keyring> {
         let mut k = Keyring::interactive();
         for f in &self.age_key_file {
             k.add_age_key_file(f)?;
@@ -84,7 +87,7 @@ impl TypeArgs {
     }
 }
 
-fn parse_format(s: &str) -> Result<Format, String> {
+pub(super) fn parse_format(s: &str) -> Result<Format, String> {
     s.parse::<Format>().map_err(|e| e.to_string())
 }
 
@@ -222,6 +225,7 @@ pub fn run(cmd: SopsCmd) -> anyhow::Result<ExitCode> {
     match cmd.command {
         SopsSub::Decrypt(a) => decrypt(a),
         SopsSub::Encrypt(a) => encrypt(a),
+        SopsSub::Edit(a) => super::edit::run(a),
         SopsSub::Updatekeys(a) => updatekeys(a),
         SopsSub::Rotate(a) => rotate(a),
         SopsSub::Keygen(a) => keygen(a),
@@ -359,39 +363,56 @@ fn split_recipients(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn encrypt(a: EncryptArgs) -> anyhow::Result<ExitCode> {
-    let (input, output) = a.types.resolve(&a.file);
-    let config = load_config(a.config.as_deref())?;
+/// How a new file is encrypted: recipients from `age` (comma-separated) or the matching
+/// `.sops.yaml` creation rule, whose encryption rule, MAC mode and Shamir threshold apply unless
+/// given on the command line.
+pub(super) fn encrypt_options(
+    file: &Path,
+    age: Option<&str>,
+    cli_rule: Option<EncryptionRule>,
+    mac_only_encrypted: bool,
+    shamir_threshold: Option<usize>,
+    config: Option<&Path>,
+) -> anyhow::Result<EncryptOptions> {
+    let config = load_config(config)?;
     let rule = match &config {
         Some(c) => {
-            if a.age.is_some() {
-                c.rule_for(&a.file).cloned()
+            if age.is_some() {
+                c.rule_for(file).cloned()
             } else {
-                Some(c.usable_rule_for(&a.file)?.clone())
+                Some(c.usable_rule_for(file)?.clone())
             }
         }
         None => None,
     };
-    let key_groups = match (&a.age, &rule) {
+    let key_groups = match (age, &rule) {
         (Some(list), _) => KeyGroups::single(split_recipients(list)),
         (None, Some(r)) => r.key_groups.clone(),
         (None, None) => bail!(
             "no recipients: pass --age (or SOPS_AGE_RECIPIENTS), or add a .sops.yaml with creation_rules\nhint: clawdlets sops keygen creates a key pair"
         ),
     };
-    let opts = EncryptOptions {
+    Ok(EncryptOptions {
         key_groups,
-        rule: a
-            .rule
-            .rule()
+        rule: cli_rule
             .or_else(|| rule.as_ref().map(|r| r.rule.clone()))
             .unwrap_or_default(),
-        mac_only_encrypted: a.mac_only_encrypted
+        mac_only_encrypted: mac_only_encrypted
             || rule.as_ref().is_some_and(|r| r.mac_only_encrypted),
-        shamir_threshold: a
-            .shamir_secret_sharing_threshold
-            .or(rule.as_ref().and_then(|r| r.shamir_threshold)),
-    };
+        shamir_threshold: shamir_threshold.or(rule.as_ref().and_then(|r| r.shamir_threshold)),
+    })
+}
+
+fn encrypt(a: EncryptArgs) -> anyhow::Result<ExitCode> {
+    let (input, output) = a.types.resolve(&a.file);
+    let opts = encrypt_options(
+        &a.file,
+        a.age.as_deref(),
+        a.rule.rule(),
+        a.mac_only_encrypted,
+        a.shamir_secret_sharing_threshold,
+        a.config.as_deref(),
+    )?;
     let bytes = read_input(&a.file)?;
     let tree = Tree::parse(&bytes, input)
         .with_context(|| format!("cannot parse '{}'", a.file.display()))?;

@@ -9,6 +9,7 @@
 pub mod cipher;
 pub mod cli;
 pub mod config;
+pub mod edit;
 pub mod error;
 pub mod file;
 pub mod keys;

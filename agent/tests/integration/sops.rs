@@ -1417,3 +1417,150 @@ fn passphrase_protected_ssh_key_like_sops() {
         "{shown}"
     );
 }
+
+/// Writes an executable editor script into `dir` and returns its path.
+fn editor_script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// `clawdlets sops edit` against the real sops: only the edited value (plus MAC and
+/// lastmodified) changes, the plaintext lives in a private RAM directory that is gone afterwards,
+/// unchanged or unparsable text writes nothing, a terminal gets its broken text back, and a new
+/// file follows `.sops.yaml`.
+#[test]
+fn edit_changes_only_the_edited_value_like_sops() {
+    use crate::common::terminal::run_on_terminal;
+    if !have_tools("edit_changes_only_the_edited_value_like_sops") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let key = age_keygen(d, "k");
+    std::fs::write(
+        d.join("p.yaml"),
+        "# settings\ndb:\n    user: admin\n    password: hunter2\nport: 5432\nlist:\n    - a\n    - b\n",
+    )
+    .unwrap();
+    let file = d.join("s.yaml");
+    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "p.yaml"]));
+    std::fs::write(&file, &enc).unwrap();
+    let edit = |editor: &Path| {
+        let mut c = ours(d);
+        c.env("SOPS_AGE_KEY_FILE", &key.file)
+            .env("EDITOR", editor)
+            .env("XDG_RUNTIME_DIR", "/dev/shm")
+            .arg("edit")
+            .arg(&file)
+            .stdin(std::process::Stdio::null());
+        c
+    };
+
+    // One value changed.
+    let change = editor_script(
+        d,
+        "change.sh",
+        &format!(
+            "stat -c '%a %n' \"$1\" > {0}/seen; stat -f -c %T \"$(dirname \"$1\")\" >> {0}/seen\n\
+             sed -i 's/hunter2/hunter3/' \"$1\"",
+            d.display()
+        ),
+    );
+    let out = run(&mut edit(&change));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let seen = std::fs::read_to_string(d.join("seen")).unwrap();
+    let (mode_and_path, fs) = seen.split_once('\n').unwrap();
+    let (mode, plain_path) = mode_and_path.split_once(' ').unwrap();
+    assert_eq!(mode, "600", "{seen}");
+    assert!(
+        plain_path.ends_with("/s.yaml") && fs.trim() == "tmpfs",
+        "{seen}"
+    );
+    let plain_dir = Path::new(plain_path).parent().unwrap();
+    assert!(
+        !plain_dir.exists(),
+        "the plaintext directory is left behind"
+    );
+    let after = std::fs::read_to_string(&file).unwrap();
+    let decrypted = run_ok(sops_with_key(d, &key.file).arg("-d").arg(&file));
+    assert_eq!(
+        String::from_utf8(decrypted).unwrap(),
+        "# settings\ndb:\n    user: admin\n    password: hunter3\nport: 5432\nlist:\n    - a\n    - b\n"
+    );
+    let before: Vec<&str> = std::str::from_utf8(&enc).unwrap().lines().collect();
+    // lastmodified changes too, unless both writes fell in the same second.
+    let changed: Vec<&str> = after
+        .lines()
+        .filter(|l| !before.contains(l) && !l.contains("lastmodified:"))
+        .collect();
+    assert_eq!(changed.len(), 2, "{changed:#?}");
+    assert!(
+        changed[0].trim_start().starts_with("password: ENC["),
+        "{changed:?}"
+    );
+    assert!(
+        changed[1].trim_start().starts_with("mac: ENC["),
+        "{changed:?}"
+    );
+
+    // Unchanged, unparsable, or a failing editor: the file stays byte for byte.
+    let same = std::fs::read(&file).unwrap();
+    for (name, body, ok) in [
+        ("noop.sh", "true", true),
+        ("broken.sh", "printf 'db: [\\n' > \"$1\"", false),
+        ("fails.sh", "sed -i 's/admin/root/' \"$1\"; exit 3", false),
+        ("empty.sh", ": > \"$1\"", false),
+    ] {
+        let out = run(&mut edit(&editor_script(d, name, body)));
+        assert_eq!(out.status.success(), ok, "{name}: {}", stderr_of(&out));
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            same,
+            "{name} changed the file"
+        );
+        let err = stderr_of(&out);
+        assert!(!err.contains("hunter3"), "{name}: {err}");
+        if name == "broken.sh" {
+            assert!(err.contains("not valid yaml"), "{err}");
+        }
+    }
+
+    // On a terminal, broken text goes back to the editor as left; fixed, it is saved.
+    let twice = editor_script(
+        d,
+        "twice.sh",
+        &format!(
+            "if [ -e {0}/once ]; then sed -i 's/^port: \\[$/port: 6543/' \"$1\"; \
+             else touch {0}/once; sed -i 's/^port: 5432$/port: [/' \"$1\"; fi",
+            d.display()
+        ),
+    );
+    let mut cmd = edit(&twice);
+    let (status, shown) = run_on_terminal(&mut cmd, &[("back to the editor", "")]);
+    assert!(status.success(), "{shown}");
+    let decrypted = run_ok(sops_with_key(d, &key.file).arg("-d").arg(&file));
+    assert!(String::from_utf8(decrypted).unwrap().contains("port: 6543"));
+
+    // A new file follows .sops.yaml and is readable by sops.
+    write_sops_yaml(d, &format!("creation_rules:\n  - age: {}\n", key.recipient));
+    let new = d.join("new.yaml");
+    let write = editor_script(d, "write.sh", "printf 'token: abc123\\n' > \"$1\"");
+    let out = run(ours(d)
+        .env("SOPS_AGE_KEY_FILE", &key.file)
+        .env("EDITOR", &write)
+        .arg("edit")
+        .arg(&new));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(
+        run_ok(sops_with_key(d, &key.file).arg("-d").arg(&new)),
+        b"token: abc123\n"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&new).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
