@@ -74,7 +74,7 @@ fn private_dir_in(candidates: &[PathBuf], allow_persistent: bool) -> anyhow::Res
     };
     use rand::Rng as _;
     let n: u64 = rand::rngs::OsRng.r#gen();
-    let path = base.join(format!("clawdlets-edit-{n:016x}"));
+    let path = base.join(format!("clawdlets-plain-{n:016x}"));
     std::fs::create_dir(&path).with_context(|| format!("cannot create '{}'", path.display()))?;
     let dir = PrivateDir { path };
     std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o700))?;
@@ -101,15 +101,7 @@ pub fn run_editor(file: &Path) -> anyhow::Result<()> {
         .arg(format!("{ed} \"$1\""))
         .arg("clawdlets-edit")
         .arg(file);
-    // SAFETY: signal() is async-signal-safe; the closure only resets two dispositions.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-    let status = with_interrupts_ignored(|| cmd.status());
+    let status = run_in_foreground(&mut cmd);
     let status = status.with_context(|| format!("cannot run editor '{ed}'"))?;
     if !status.success() {
         bail!("editor '{ed}' exited with {status}; nothing written");
@@ -128,6 +120,23 @@ pub fn write_private_file(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create '{}'", file.display()))?;
     f.write_all(bytes)
         .with_context(|| format!("cannot write '{}'", file.display()))
+}
+
+/// Runs `cmd` to completion as the one that gets Ctrl-C: the child has the default SIGINT and
+/// SIGQUIT, this process ignores them meanwhile, so it lives to wipe the plaintext after.
+pub fn run_in_foreground(
+    cmd: &mut std::process::Command,
+) -> std::io::Result<std::process::ExitStatus> {
+    // SAFETY: signal() is async-signal-safe; the closure only resets two dispositions that the
+    // child would otherwise inherit as ignored.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    with_interrupts_ignored(|| cmd.status())
 }
 
 /// Runs `f` with SIGINT and SIGQUIT ignored in this process (restored after), so a Ctrl-C meant
