@@ -1,7 +1,8 @@
-//! `clawdlets sops decrypt|encrypt|edit|updatekeys|rotate|keygen`: sops-compatible commands on top of
-//! the engine. Output is built completely before a single write, so a failure never leaves
-//! partial plaintext on stdout; in-place writes go through a temp file + rename that keeps the
-//! original mode and owner.
+//! `clawdlets sops decrypt|encrypt|edit|exec-env|exec-file|updatekeys|rotate|keygen`:
+//! sops-compatible commands on top of the engine (`edit` and `exec-*` have modules of their
+//! own). Output is built completely before a single write, so a failure never leaves partial
+//! plaintext on stdout; in-place writes go through a temp file + rename that keeps the original
+//! mode and owner.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,12 @@ pub enum SopsSub {
     /// Edit an encrypted file (or create one) in $EDITOR, like `sops edit`; the plaintext stays
     /// on a private RAM filesystem and only changed values are re-encrypted.
     Edit(super::edit::EditArgs),
+    /// Run a command with the file's top-level values as environment variables (like
+    /// `sops exec-env`); the command replaces this process.
+    ExecEnv(super::exec::ExecEnvArgs),
+    /// Run a command with the decrypted file at the path `{}` stands for (like
+    /// `sops exec-file`): a FIFO on a private RAM filesystem, wiped when the command ends.
+    ExecFile(super::exec::ExecFileArgs),
     /// Re-wrap the data key for the recipients `.sops.yaml` now asks for (values untouched).
     Updatekeys(UpdateKeysArgs),
     /// Generate a new data key and re-encrypt every value for the same recipients.
@@ -226,6 +233,8 @@ pub fn run(cmd: SopsCmd) -> anyhow::Result<ExitCode> {
         SopsSub::Decrypt(a) => decrypt(a),
         SopsSub::Encrypt(a) => encrypt(a),
         SopsSub::Edit(a) => super::edit::run(a),
+        SopsSub::ExecEnv(a) => super::exec::exec_env(a),
+        SopsSub::ExecFile(a) => super::exec::exec_file(a),
         SopsSub::Updatekeys(a) => updatekeys(a),
         SopsSub::Rotate(a) => rotate(a),
         SopsSub::Keygen(a) => keygen(a),

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod edit;
 pub mod error;
+pub mod exec;
 pub mod file;
 pub mod keys;
 pub mod metadata;

@@ -1391,7 +1391,7 @@ fn failed_editor_writes_nothing_and_removes_the_private_dir() {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with("clawdlets-edit-")
+                .starts_with("clawdlets-plain-")
         })
         .collect();
     // Other tests may be editing concurrently; none of ours may hold this test's value.

@@ -1564,3 +1564,133 @@ fn edit_changes_only_the_edited_value_like_sops() {
         0o600
     );
 }
+
+/// Runs `cmd` and fails the test if it takes longer than `secs` (a FIFO nobody reads must not
+/// hang the command).
+fn run_within(cmd: &mut std::process::Command, secs: u64) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `exec-env` and `exec-file` next to the real sops: the same variables and file contents, the
+/// command's exit status passed through, `--pristine`, a FIFO (or 0600 file) on a RAM
+/// filesystem that is gone afterwards, and a FIFO nobody reads does not hang.
+#[test]
+fn exec_env_and_exec_file_like_sops() {
+    if !have_tools("exec_env_and_exec_file_like_sops") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let key = age_keygen(d, "k");
+    std::fs::write(
+        d.join("p.yaml"),
+        "A: one\nB: two words\nC: 3\nD: |\n    multi\n    line\n",
+    )
+    .unwrap();
+    let file = d.join("s.yaml");
+    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "p.yaml"]));
+    std::fs::write(&file, enc).unwrap();
+    let both = |args: &[&str]| {
+        let theirs = run_within(sops_with_key(d, &key.file).args(args), 30);
+        let mut c = ours(d);
+        c.env("SOPS_AGE_KEY_FILE", &key.file)
+            .env("XDG_RUNTIME_DIR", "/dev/shm")
+            .args(args);
+        (theirs, run_within(&mut c, 30))
+    };
+    let f = file.to_str().unwrap();
+
+    let (theirs, mine) = both(&[
+        "exec-env",
+        f,
+        "printf '%s|%s|%s' \"$A\" \"$B\" \"$C\"; exit 7",
+    ]);
+    assert_eq!(mine.stdout, theirs.stdout);
+    assert_eq!(mine.stdout, b"one|two words|3");
+    assert_eq!(
+        (mine.status.code(), theirs.status.code()),
+        (Some(7), Some(7))
+    );
+    // A value over several lines stays one variable (sops keeps only its first line).
+    let (_, mine) = both(&["exec-env", f, "printf '%s' \"$D\""]);
+    assert_eq!(mine.stdout, b"multi\nline\n");
+    let (theirs, mine) = both(&[
+        "exec-env",
+        "--pristine",
+        f,
+        "printf '%s:%s' \"$A\" \"${HOME:-none}\"",
+    ]);
+    assert_eq!(mine.stdout, theirs.stdout);
+    assert_eq!(mine.stdout, b"one:none");
+
+    for args in [
+        vec!["exec-file", f, "cat {}"],
+        vec!["exec-file", "--output-type", "json", f, "cat {}"],
+        vec!["exec-file", "--no-fifo", f, "cat {}; cat {}"],
+    ] {
+        let (theirs, mine) = both(&args);
+        assert!(mine.status.success(), "{args:?}: {}", stderr_of(&mine));
+        assert_eq!(mine.stdout, theirs.stdout, "{args:?}");
+    }
+    let (theirs, mine) = both(&["exec-file", f, "exit 5"]);
+    assert_eq!(
+        (mine.status.code(), theirs.status.code()),
+        (Some(5), Some(5))
+    );
+
+    // Where the plaintext was, and that it is gone.
+    let probe =
+        "test -p {} && echo fifo; stat -f -c %T \"$(dirname {})\"; echo {}; cat {} > /dev/null";
+    let (_, mine) = both(&["exec-file", f, probe]);
+    let out = String::from_utf8(mine.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["fifo", "tmpfs"], "{out}");
+    assert!(!Path::new(lines[2]).parent().unwrap().exists(), "{out}");
+    let (_, mine) = both(&[
+        "exec-file",
+        "--no-fifo",
+        "--filename",
+        "x.yaml",
+        f,
+        "stat -c '%a %n' {}",
+    ]);
+    let out = String::from_utf8(mine.stdout).unwrap();
+    assert!(
+        out.starts_with("600 ") && out.trim_end().ends_with("/x.yaml"),
+        "{out}"
+    );
+
+    // Nobody reads the FIFO: the command still ends, nothing is left behind.
+    let (_, mine) = both(&["exec-file", f, "echo {}"]);
+    assert!(mine.status.success(), "{}", stderr_of(&mine));
+    let path = String::from_utf8(mine.stdout).unwrap();
+    assert!(!Path::new(path.trim()).parent().unwrap().exists());
+
+    // Nested values cannot be variables: refused by key name, no value shown.
+    std::fs::write(d.join("n.yaml"), "n:\n    x: hunter2\n").unwrap();
+    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "n.yaml"]));
+    std::fs::write(d.join("ne.yaml"), enc).unwrap();
+    let (theirs, mine) = both(&["exec-env", d.join("ne.yaml").to_str().unwrap(), "env"]);
+    assert!(!theirs.status.success() && !mine.status.success());
+    let err = stderr_of(&mine);
+    assert!(
+        err.contains("offending key n") && !err.contains("hunter2"),
+        "{err}"
+    );
+    assert!(mine.stdout.is_empty());
+}
