@@ -590,6 +590,16 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
 /// (0600 for new files) and owner, fsynced, then renamed over the original.
 pub fn write_in_place(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Through a symlink to the file it names (as sops writes through it): renaming over the
+    // link itself would replace it with a copy and leave the real file stale.
+    let resolved;
+    let path = if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        resolved = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot resolve the symlink '{}'", path.display()))?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let meta = std::fs::metadata(path).ok();
     let mode = meta.as_ref().map_or(0o600, |m| m.mode() & 0o7777);
     let dir = path

@@ -1544,6 +1544,25 @@ fn edit_changes_only_the_edited_value_like_sops() {
     let decrypted = run_ok(sops_with_key(d, &key.file).arg("-d").arg(&file));
     assert!(String::from_utf8(decrypted).unwrap().contains("port: 6543"));
 
+    // Through a symlink: the file it names changes, the link stays a link.
+    let link = d.join("link.yaml");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let bump = editor_script(d, "bump.sh", "sed -i 's/^port: 6543$/port: 7654/' \"$1\"");
+    let out = run(ours(d)
+        .env("SOPS_AGE_KEY_FILE", &key.file)
+        .env("EDITOR", &bump)
+        .arg("edit")
+        .arg(&link));
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let decrypted = run_ok(sops_with_key(d, &key.file).arg("-d").arg(&file));
+    assert!(String::from_utf8(decrypted).unwrap().contains("port: 7654"));
+
     // A new file follows .sops.yaml and is readable by sops.
     write_sops_yaml(d, &format!("creation_rules:\n  - age: {}\n", key.recipient));
     let new = d.join("new.yaml");
