@@ -1,8 +1,8 @@
-//! `clawdlets sops decrypt|encrypt|edit|exec-env|exec-file|updatekeys|rotate|keygen`:
-//! sops-compatible commands on top of the engine (`edit` and `exec-*` have modules of their
-//! own). Output is built completely before a single write, so a failure never leaves partial
-//! plaintext on stdout; in-place writes go through a temp file + rename that keeps the original
-//! mode and owner.
+//! `clawdlets sops decrypt|encrypt|edit|exec-env|exec-file|set|unset|updatekeys|rotate|keygen`:
+//! sops-compatible commands on top of the engine (`edit`, `exec-*` and `set`/`unset` have
+//! modules of their own). Output is built completely before a single write, so a failure never
+//! leaves partial plaintext on stdout; in-place writes go through a temp file + rename that keeps
+//! the original mode and owner.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,6 +40,10 @@ pub enum SopsSub {
     /// Run a command with the decrypted file at the path `{}` stands for (like
     /// `sops exec-file`): a FIFO on a private RAM filesystem, wiped when the command ends.
     ExecFile(super::exec::ExecFileArgs),
+    /// Set one value or branch in place, given as JSON (like `sops set`).
+    Set(super::set::SetArgs),
+    /// Remove one value or branch in place (like `sops unset`).
+    Unset(super::set::UnsetArgs),
     /// Re-wrap the data key for the recipients `.sops.yaml` now asks for (values untouched).
     Updatekeys(UpdateKeysArgs),
     /// Generate a new data key and re-encrypt every value for the same recipients.
@@ -235,6 +239,8 @@ pub fn run(cmd: SopsCmd) -> anyhow::Result<ExitCode> {
         SopsSub::Edit(a) => super::edit::run(a),
         SopsSub::ExecEnv(a) => super::exec::exec_env(a),
         SopsSub::ExecFile(a) => super::exec::exec_file(a),
+        SopsSub::Set(a) => super::set::set(a),
+        SopsSub::Unset(a) => super::set::unset(a),
         SopsSub::Updatekeys(a) => updatekeys(a),
         SopsSub::Rotate(a) => rotate(a),
         SopsSub::Keygen(a) => keygen(a),

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod file;
 pub mod keys;
 pub mod metadata;
+pub mod set;
 pub mod shamir;
 pub mod store;
 pub mod tree;

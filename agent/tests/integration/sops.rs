@@ -1713,3 +1713,122 @@ fn exec_env_and_exec_file_like_sops() {
     );
     assert!(mine.stdout.is_empty());
 }
+
+/// `set` and `unset` next to the real sops: the same sequence of changes gives the same
+/// plaintext; unchanged values keep their ciphertext; values can come from stdin; `--idempotent`
+/// writes nothing; bad JSON and missing keys are errors that show no value.
+#[test]
+fn set_and_unset_like_sops() {
+    if !have_tools("set_and_unset_like_sops") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let key = age_keygen(d, "k");
+    std::fs::write(
+        d.join("p.yaml"),
+        "a:\n    b: 1\nl:\n    - x\n    - y\nkeep: same\n",
+    )
+    .unwrap();
+    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "p.yaml"]));
+    let (theirs, mine) = (d.join("theirs.yaml"), d.join("mine.yaml"));
+    std::fs::write(&theirs, &enc).unwrap();
+    std::fs::write(&mine, &enc).unwrap();
+    let ours_k = || {
+        let mut c = ours(d);
+        c.env("SOPS_AGE_KEY_FILE", &key.file);
+        c
+    };
+    let steps: [&[&str]; 6] = [
+        &["set", "FILE", r#"["a"]["c"]"#, r#""new""#],
+        &[
+            "set",
+            "FILE",
+            r#"["n"]["m"]"#,
+            r#"{"k": [1, true, null, 2.5]}"#,
+        ],
+        &["set", "FILE", r#"["l"][1]"#, r#""Y""#],
+        &["set", "FILE", r#"["l"][5]"#, r#""Z""#],
+        &["unset", "FILE", r#"["a"]["b"]"#],
+        &["unset", "FILE", r#"["l"][0]"#],
+    ];
+    for step in steps {
+        let args = |f: &Path| -> Vec<String> {
+            step.iter()
+                .map(|a| {
+                    if *a == "FILE" {
+                        f.display().to_string()
+                    } else {
+                        a.to_string()
+                    }
+                })
+                .collect()
+        };
+        run_ok(sops_with_key(d, &key.file).args(args(&theirs)));
+        run_ok(ours_k().args(args(&mine)));
+    }
+    let plain = |f: &Path| run_ok(sops_with_key(d, &key.file).arg("-d").arg(f));
+    assert_eq!(
+        String::from_utf8(plain(&mine)).unwrap(),
+        String::from_utf8(plain(&theirs)).unwrap()
+    );
+    let keep_line = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .find(|l| l.starts_with("keep:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(keep_line(&std::fs::read(&mine).unwrap()), keep_line(&enc));
+
+    // From stdin, out of the process list.
+    let mut c = ours_k();
+    c.args(["set", "--value-stdin"])
+        .arg(&mine)
+        .arg(r#"["token"]"#);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#""s3cret-from-stdin""#)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        String::from_utf8(plain(&mine))
+            .unwrap()
+            .contains("token: s3cret-from-stdin")
+    );
+
+    // Idempotent and refused: the file stays byte for byte.
+    let before = std::fs::read(&mine).unwrap();
+    run_ok(
+        ours_k()
+            .args(["set", "--idempotent"])
+            .arg(&mine)
+            .args([r#"["token"]"#, r#""s3cret-from-stdin""#]),
+    );
+    run_ok(
+        ours_k()
+            .args(["unset", "--idempotent"])
+            .arg(&mine)
+            .arg(r#"["nope"]"#),
+    );
+    let bad = run_fail(
+        ours_k()
+            .arg("set")
+            .arg(&mine)
+            .args([r#"["token"]"#, "hunter2-not-json"]),
+    );
+    let err = stderr_of(&bad);
+    assert!(
+        err.contains("not valid JSON") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let missing = run_fail(ours_k().arg("unset").arg(&mine).arg(r#"["nope"]"#));
+    assert!(stderr_of(&missing).contains("key not found"));
+    assert_eq!(std::fs::read(&mine).unwrap(), before);
+}
