@@ -40,11 +40,8 @@ pub struct SetArgs {
     /// Write nothing when the index already holds this value.
     #[arg(long)]
     pub idempotent: bool,
-    /// Input format (default: from the file extension).
-    #[arg(long, value_name = "T", value_parser = parse_format)]
-    pub input_type: Option<Format>,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub open: OpenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +53,13 @@ pub struct UnsetArgs {
     /// Succeed without writing when the index does not exist.
     #[arg(long)]
     pub idempotent: bool,
+    #[command(flatten)]
+    pub open: OpenArgs,
+}
+
+/// How to open the file: its format and the keys.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
     /// Input format (default: from the file extension).
     #[arg(long, value_name = "T", value_parser = parse_format)]
     pub input_type: Option<Format>,
@@ -77,7 +81,7 @@ pub fn set(a: SetArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow!("the value is not valid JSON ({e})"))?;
     drop(text);
     let value = from_json(json);
-    edit_file(&a.file, a.input_type, &a.keys, |tree| {
+    edit_file(&a.file, &a.open, |tree| {
         let root = first_document(tree);
         if a.idempotent && lookup(root, &path) == Some(&value) {
             return Ok(false);
@@ -89,7 +93,7 @@ pub fn set(a: SetArgs) -> anyhow::Result<ExitCode> {
 
 pub fn unset(a: UnsetArgs) -> anyhow::Result<ExitCode> {
     let path = parse_path(&a.index)?;
-    edit_file(&a.file, a.input_type, &a.keys, |tree| {
+    edit_file(&a.file, &a.open, |tree| {
         match take(first_document(tree), &path) {
             Some(_removed) => Ok(true),
             None if a.idempotent => Ok(false),
@@ -122,13 +126,12 @@ fn read_limited(r: impl std::io::Read) -> anyhow::Result<SecretBytes> {
 /// Decrypts `file`, lets `change` edit the tree (false: nothing to do), re-seals and writes it.
 fn edit_file(
     file: &std::path::Path,
-    input_type: Option<Format>,
-    keys: &KeyArgs,
+    open: &OpenArgs,
     change: impl FnOnce(&mut Tree) -> anyhow::Result<bool>,
 ) -> anyhow::Result<ExitCode> {
-    let format = input_type.unwrap_or_else(|| Format::from_path(file));
+    let format = open.input_type.unwrap_or_else(|| Format::from_path(file));
     let shown = file.display();
-    let keys = keys.keyring()?;
+    let keys = open.keys.keyring()?;
     let mut sealed = EncryptedFile::read(file, format)?;
     let mut tree = sealed
         .decrypt(&keys)
