@@ -1368,12 +1368,14 @@ fn passphrase_protected_ssh_key_like_sops() {
     };
     let to_native = encrypt_to("native.yaml", &native);
     let to_converted = encrypt_to("converted.yaml", &converted);
+    // sops keeps the key's comment in the recipient when given the whole .pub line.
+    let to_commented = encrypt_to("commented.yaml", public.trim());
     let to_other = encrypt_to("other.yaml", &other.recipient);
     let prompt = format!("Enter passphrase for \"{}\"", key.display());
 
     // Explicit (SOPS_AGE_SSH_PRIVATE_KEY_FILE) and default (~/.ssh/id_ed25519) alike.
     for explicit in [true, false] {
-        for file in [&to_native, &to_converted] {
+        for file in [&to_native, &to_converted, &to_commented] {
             let mut cmd = ours(d);
             if explicit {
                 cmd.env("SOPS_AGE_SSH_PRIVATE_KEY_FILE", &key);

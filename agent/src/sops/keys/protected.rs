@@ -102,7 +102,11 @@ impl Protected {
     pub(super) fn may_open(&self, recipient: &str) -> bool {
         match &self.sealed {
             Sealed::AgeFile(_) => true,
-            Sealed::Ssh { recipients, .. } => recipients.iter().any(|r| r == recipient.trim()),
+            Sealed::Ssh { recipients, .. } => {
+                // An `ssh-…` recipient may carry the key's comment; compare type and key only.
+                let bare: Vec<&str> = recipient.split_whitespace().take(2).collect();
+                recipients.iter().any(|r| *r == bare.join(" "))
+            }
         }
     }
 
