@@ -1,4 +1,4 @@
-//! `clawdlets sops decrypt|encrypt|edit|exec-env|exec-file|set|unset|updatekeys|rotate|keygen`:
+//! `clawdlets sops decrypt|encrypt|edit|exec-env|exec-file|set|unset|filestatus|updatekeys|rotate|keygen`:
 //! sops-compatible commands on top of the engine (`edit`, `exec-*` and `set`/`unset` have
 //! modules of their own). Output is built completely before a single write, so a failure never
 //! leaves partial plaintext on stdout; in-place writes go through a temp file + rename that keeps
@@ -44,6 +44,9 @@ pub enum SopsSub {
     Set(super::set::SetArgs),
     /// Remove one value or branch in place (like `sops unset`).
     Unset(super::set::UnsetArgs),
+    /// Print `{"encrypted":true}` or `{"encrypted":false}` for a file, like `sops filestatus`
+    /// (for hooks that refuse plaintext); needs no key.
+    Filestatus(FilestatusArgs),
     /// Re-wrap the data key for the recipients `.sops.yaml` now asks for (values untouched).
     Updatekeys(UpdateKeysArgs),
     /// Generate a new data key and re-encrypt every value for the same recipients.
@@ -222,6 +225,15 @@ pub struct RotateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct FilestatusArgs {
+    /// The file to look at.
+    pub file: PathBuf,
+    /// Input format (default: from the file extension).
+    #[arg(long, value_name = "T", value_parser = parse_format)]
+    pub input_type: Option<Format>,
+}
+
+#[derive(Debug, Args)]
 pub struct KeygenArgs {
     /// Write the key file here (mode 0600, refuses to overwrite) instead of stdout.
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -239,6 +251,7 @@ pub fn run(cmd: SopsCmd) -> anyhow::Result<ExitCode> {
         SopsSub::Edit(a) => super::edit::run(a),
         SopsSub::ExecEnv(a) => super::exec::exec_env(a),
         SopsSub::ExecFile(a) => super::exec::exec_file(a),
+        SopsSub::Filestatus(a) => filestatus(a),
         SopsSub::Set(a) => super::set::set(a),
         SopsSub::Unset(a) => super::set::unset(a),
         SopsSub::Updatekeys(a) => updatekeys(a),
@@ -547,6 +560,20 @@ fn updatekeys(a: UpdateKeysArgs) -> anyhow::Result<ExitCode> {
     write_in_place(&a.file, &file.to_bytes()?)?;
     tracing::info!(event = "sops_keys_updated", file = %a.file.display(), "data key re-wrapped");
     eprintln!("updated the keys of '{}'", a.file.display());
+    Ok(ExitCode::Success)
+}
+
+/// A file is encrypted when it parses in its format and carries sops metadata; a file that does
+/// not parse at all is an error, as in sops.
+fn filestatus(a: FilestatusArgs) -> anyhow::Result<ExitCode> {
+    let format = a.input_type.unwrap_or_else(|| Format::from_path(&a.file));
+    let bytes = read_input(&a.file)?;
+    let encrypted = match EncryptedFile::parse(&bytes, format) {
+        Ok(_) => true,
+        Err(super::SopsError::NotSops) => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", a.file.display())),
+    };
+    write_stdout(format!("{{\"encrypted\":{encrypted}}}\n").as_bytes())?;
     Ok(ExitCode::Success)
 }
 

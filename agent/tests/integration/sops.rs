@@ -1833,4 +1833,14 @@ fn set_and_unset_like_sops() {
     let missing = run_fail(ours_k().arg("unset").arg(&mine).arg(r#"["nope"]"#));
     assert!(stderr_of(&missing).contains("key not found"));
     assert_eq!(std::fs::read(&mine).unwrap(), before);
+
+    // filestatus, keyless, byte for byte like sops'.
+    for (f, want) in [(&mine, "true"), (&d.join("p.yaml"), "false")] {
+        let theirs = run_ok(crate::common::sops(d).arg("filestatus").arg(f));
+        let out = run_ok(ours(d).arg("filestatus").arg(f));
+        assert_eq!(out, theirs);
+        assert_eq!(out, format!("{{\"encrypted\":{want}}}\n").into_bytes());
+    }
+    std::fs::write(d.join("bad.yaml"), "x: [").unwrap();
+    run_fail(ours(d).arg("filestatus").arg(d.join("bad.yaml")));
 }
