@@ -1,8 +1,8 @@
-//! `clawdlets sops decrypt|encrypt|edit|exec-env|exec-file|set|unset|filestatus|updatekeys|rotate|keygen`:
-//! sops-compatible commands on top of the engine (`edit`, `exec-*` and `set`/`unset` have
-//! modules of their own). Output is built completely before a single write, so a failure never
-//! leaves partial plaintext on stdout; in-place writes go through a temp file + rename that keeps
-//! the original mode and owner.
+//! `clawdlets sops decrypt|encrypt|filestatus|updatekeys|rotate|keygen` (and the entry points of
+//! `edit`, `exec-env`/`exec-file` and `set`/`unset`, which have modules of their own):
+//! sops-compatible commands on top of the engine. Output is built completely before a single
+//! write, so a failure never leaves partial plaintext on stdout; in-place writes go through a
+//! temp file + rename that keeps the original mode and owner.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
