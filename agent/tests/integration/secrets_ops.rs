@@ -1356,6 +1356,62 @@ fn passphrase_protected_operator_key_is_asked_for_once_per_command() {
     }
 }
 
+/// Rules an operator adds to `secrets/.sops.yaml` for other paths survive `rekey` and `init`
+/// (which rewrite the host rules), the plan says so, and the real sops keeps using them.
+#[test]
+fn operator_rules_in_sops_yaml_survive_rekey() {
+    let Some(fx) = fixture("operator_rules_in_sops_yaml_survive_rekey") else {
+        return;
+    };
+    fx.init();
+    let ci = common::sops::age_keygen(&fx.home, "ci");
+    let sops_yaml = fx.repo.join("secrets/.sops.yaml");
+    let mut rules = std::fs::read_to_string(&sops_yaml).unwrap();
+    rules.push_str(&format!(
+        "  - path_regex: ^ci/.*\\.yaml$\n    age: {}\n",
+        ci.recipient
+    ));
+    std::fs::write(&sops_yaml, &rules).unwrap();
+
+    let out = fx.run_ok(&[
+        "rekey",
+        "--host",
+        "fleet-1",
+        "--rotate-host-key",
+        "--confirm",
+        "fleet-1",
+    ]);
+    assert!(
+        text(&out).contains("kept: the creation rule for '^ci/.*\\.yaml$'"),
+        "{}",
+        text(&out)
+    );
+    let after = std::fs::read_to_string(&sops_yaml).unwrap();
+    assert!(
+        after.contains(&format!(
+            "  - path_regex: ^ci/.*\\.yaml$\n    age: {}\n",
+            ci.recipient
+        )),
+        "{after}"
+    );
+    fx.run_ok(&["init", "--host", "fleet-1", "--yes"]);
+    assert_eq!(
+        std::fs::read_to_string(&sops_yaml).unwrap(),
+        after,
+        "init churned .sops.yaml"
+    );
+
+    // The real sops, in secrets/, encrypts ci/ files with the operator's rule.
+    std::fs::create_dir_all(fx.repo.join("secrets/ci")).unwrap();
+    std::fs::write(fx.repo.join("secrets/ci/p.yaml"), "k: v\n").unwrap();
+    let out = common::run_ok(
+        common::sops(&fx.home)
+            .current_dir(fx.repo.join("secrets"))
+            .args(["-e", "ci/p.yaml"]),
+    );
+    assert!(String::from_utf8(out).unwrap().contains(&ci.recipient));
+}
+
 #[test]
 fn failed_editor_writes_nothing_and_removes_the_private_dir() {
     let Some(fx) = fixture("edit_failure") else {

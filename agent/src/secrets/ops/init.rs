@@ -171,7 +171,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
             &[(args.host.clone(), host_key.recipient.clone())],
         )?
     };
-    super::plan_sops_yaml(&mut plan, &ctx, &hosts, &operators);
+    super::plan_sops_yaml(&mut plan, &ctx, &hosts, &operators)?;
 
     // 5. One sops file per declared secret; existing files are kept as they are.
     let provided = match &args.from_json {

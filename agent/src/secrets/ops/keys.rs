@@ -260,7 +260,8 @@ pub fn host_secret_recipients(host_recipient: &str, operators: &[String]) -> Vec
 pub fn render_sops_yaml(hosts: &[(String, String)], operators: &[String]) -> String {
     let mut out = String::from(
         "# Written by `clawdlets secrets init` / `clawdlets secrets rekey` from fleet/clawdlets.json.\n\
-         # Edits are overwritten: change operators in the fleet config, then run `clawdlets secrets rekey`.\n\
+         # The host rules are rewritten: change operators in the fleet config, then run `clawdlets secrets rekey`.\n\
+         # Rules for other paths (and other keys) added after them are kept.\n\
          creation_rules:\n",
     );
     let list = |out: &mut String, rs: &[String]| {
@@ -281,6 +282,94 @@ pub fn render_sops_yaml(hosts: &[(String, String)], operators: &[String]) -> Str
     out
 }
 
+/// `render_sops_yaml`, keeping what an operator added to the current file (`existing`): creation
+/// rules for other paths go after the generated ones (a generated rule only ever matches its own
+/// host's paths, so none of theirs is shadowed), other top-level keys after that. Rules this
+/// function generated (for any host, present or removed) are replaced. Returns the text and one
+/// line per kept part, for the plan. Rendering over its own output changes nothing.
+pub fn render_sops_yaml_over(
+    existing: Option<&[u8]>,
+    hosts: &[(String, String)],
+    operators: &[String],
+) -> anyhow::Result<(String, Vec<String>)> {
+    use crate::sops::{Format, Map, MapItem, Tree, Value};
+    let mut text = render_sops_yaml(hosts, operators);
+    let Some(bytes) = existing else {
+        return Ok((text, Vec::new()));
+    };
+    let tree = Tree::parse(bytes, Format::Yaml)
+        .context("the current secrets/.sops.yaml does not parse; fix or remove it")?;
+    let emit = |map: Map| -> anyhow::Result<String> {
+        let out = Tree {
+            documents: vec![map],
+        }
+        .emit(Format::Yaml)?;
+        Ok(String::from_utf8_lossy(out.expose()).into_owned())
+    };
+    let generated = regex::Regex::new(
+        r"^\^(keys/hosts/[a-z0-9-]+\\\.agekey\\\.yaml|hosts/[a-z0-9-]+/\[\^/\]\+\\\.yaml)\$$",
+    )
+    .expect("valid regex");
+    let mut kept = Vec::new();
+    let mut others = Map::default();
+    for item in tree.documents.into_iter().next().unwrap_or_default().0 {
+        let MapItem::Pair(key, value) = item else {
+            continue; // comments at the top level: the header is ours
+        };
+        match (key.as_str(), value) {
+            ("creation_rules", Value::List(rules)) => {
+                for rule in rules {
+                    let rule = match rule {
+                        Value::Map(rule) => rule,
+                        // A comment between the operator's rules stays with them.
+                        Value::Comment(c) => {
+                            text.push_str(&format!("  #{c}\n"));
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let regex = match rule.get("path_regex") {
+                        Some(Value::Str(r)) => String::from_utf8_lossy(r.expose()).into_owned(),
+                        _ => String::new(),
+                    };
+                    if generated.is_match(&regex) {
+                        continue;
+                    }
+                    // The rule as a block, moved under the list's "  - ".
+                    for (n, line) in emit(rule)?.lines().enumerate() {
+                        let lead = if n == 0 {
+                            "  - "
+                        } else if line.is_empty() {
+                            ""
+                        } else {
+                            "    "
+                        };
+                        text.push_str(lead);
+                        text.push_str(line);
+                        text.push('\n');
+                    }
+                    kept.push(if regex.is_empty() {
+                        "a creation rule without path_regex".to_string()
+                    } else {
+                        format!("the creation rule for '{regex}'")
+                    });
+                }
+            }
+            ("creation_rules", _) => bail!("secrets/.sops.yaml: creation_rules is not a list"),
+            (_, value) => {
+                kept.push(format!("the top-level key '{key}'"));
+                others.insert(&key, value);
+            }
+        }
+    }
+    if !others.0.is_empty() {
+        text.push_str(&emit(others)?);
+    }
+    crate::sops::config::SopsConfig::parse(text.as_bytes(), Path::new("secrets/.sops.yaml"))
+        .context("the merged secrets/.sops.yaml would not load; nothing written")?;
+    Ok((text, kept))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +383,60 @@ mod tests {
         let text = String::from_utf8(k.key_file_text().expose().to_vec()).unwrap();
         assert!(text.contains(&format!("# public key: {}\n", k.recipient)));
         assert!(!format!("{k:?}").contains("AGE-SECRET-KEY"));
+    }
+
+    #[test]
+    fn sops_yaml_keeps_what_operators_added_and_is_stable() {
+        let hosts = [("fleet-1".to_string(), "age1host".to_string())];
+        let ops = ["age1op".to_string()];
+        let ours = render_sops_yaml(
+            &[
+                ("fleet-1".into(), "age1old".into()),
+                ("gone-host".into(), "age1gone".into()),
+            ],
+            &ops,
+        );
+        let existing = format!(
+            "{ours}  # CI secrets, by hand\n  - path_regex: ^ci/.*\\.yaml$\n    age: age1ci\n  - age: age1catchall\nstores:\n    yaml:\n        indent: 4\n"
+        );
+        let (text, kept) = render_sops_yaml_over(Some(existing.as_bytes()), &hosts, &ops).unwrap();
+        assert_eq!(
+            kept,
+            [
+                "the creation rule for '^ci/.*\\.yaml$'",
+                "a creation rule without path_regex",
+                "the top-level key 'stores'"
+            ]
+        );
+        // Generated rules: the current hosts only, first; the operator's after them.
+        assert!(text.starts_with(&render_sops_yaml(&hosts, &ops)), "{text}");
+        assert!(
+            text.contains("  # CI secrets, by hand\n  - path_regex: ^ci/"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("gone-host") && !text.contains("age1old"),
+            "{text}"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".sops.yaml");
+        std::fs::write(&p, &text).unwrap();
+        let c = super::super::sopsconfig::load(&p).unwrap();
+        assert_eq!(c.rule_for("ci/x.yaml").unwrap(), ["age1ci"]);
+        assert_eq!(
+            c.rule_for("hosts/fleet-1/x.yaml").unwrap(),
+            ["age1host", "age1op"]
+        );
+        assert_eq!(c.rule_for("other/x").unwrap(), ["age1catchall"]);
+        // Over its own output: byte for byte the same (no churn on every rekey).
+        let (again, _) = render_sops_yaml_over(Some(text.as_bytes()), &hosts, &ops).unwrap();
+        assert_eq!(again, text);
+        // Without a file, or with nothing added: exactly the generated text.
+        let plain = render_sops_yaml(&hosts, &ops);
+        assert_eq!(render_sops_yaml_over(None, &hosts, &ops).unwrap().0, plain);
+        let (same, kept) = render_sops_yaml_over(Some(plain.as_bytes()), &hosts, &ops).unwrap();
+        assert_eq!((same, kept.len()), (plain, 0));
+        assert!(render_sops_yaml_over(Some(b"creation_rules: ["), &hosts, &ops).is_err());
     }
 
     #[test]

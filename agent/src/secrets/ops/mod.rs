@@ -276,19 +276,32 @@ pub fn host_recipients(
     Ok(out)
 }
 
-/// Adds `secrets/.sops.yaml` (rendered from the fleet) to the plan.
+/// Adds `secrets/.sops.yaml` (rendered from the fleet, keeping rules and keys an operator added
+/// for other paths) to the plan.
 pub fn plan_sops_yaml(
     plan: &mut Plan,
     ctx: &Ctx,
     hosts: &[(String, String)],
     operators: &[String],
-) {
-    let text = keys::render_sops_yaml(hosts, operators);
+) -> anyhow::Result<()> {
+    let path = ctx.repo.sops_yaml();
+    let existing = match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read '{}'", path.display())),
+    };
+    let (text, kept) = keys::render_sops_yaml_over(existing.as_deref(), hosts, operators)?;
+    let note = if kept.is_empty() {
+        "creation rules".to_string()
+    } else {
+        format!("creation rules; kept: {}", kept.join(", "))
+    };
     plan.write_public(
-        ctx.repo.sops_yaml(),
+        path,
         crate::secret::SecretBytes::new(text.into_bytes()),
-        "creation rules",
+        note,
     );
+    Ok(())
 }
 
 /// What a command needs to (re)write a host's secrets: the operator identity, the operators'

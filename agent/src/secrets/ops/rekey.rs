@@ -180,7 +180,7 @@ pub fn run(args: RekeyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let all_hosts = super::host_recipients(&ctx, &operator.identity, &overrides)?;
-    super::plan_sops_yaml(&mut plan, &ctx, &all_hosts, &operators);
+    super::plan_sops_yaml(&mut plan, &ctx, &all_hosts, &operators)?;
 
     if !removed_any.is_empty() {
         plan.notes.push(format!(
