@@ -12,6 +12,15 @@ const EXAMPLE_FLEET: &str = include_str!("../../../fleet/clawdlets.json");
 const PROVIDED: &str = "tok-PROVIDED-3b1f9c0e7d2a";
 /// The admin login password of the example fleet (kind `password-hash`): only its hash is stored.
 const ADMIN_PW: &str = "Adm1n-Login-Pw-7e6d5c4b";
+/// A confirmed host-key rotation of the example host (rewrites every file of the host).
+const ROTATE_HOST_KEY: [&str; 6] = [
+    "rekey",
+    "--host",
+    "fleet-1",
+    "--rotate-host-key",
+    "--confirm",
+    "fleet-1",
+];
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -1268,14 +1277,7 @@ fn host_key_rotation_reencrypts_and_prints_the_push_steps() {
         "host key rotation needs the host name: {}",
         text(&out)
     );
-    let out = fx.run_ok(&[
-        "rekey",
-        "--host",
-        "fleet-1",
-        "--rotate-host-key",
-        "--confirm",
-        "fleet-1",
-    ]);
+    let out = fx.run_ok(&ROTATE_HOST_KEY);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ssh root@203.0.113.10 'umask 077; cat >> /var/lib/sops-nix/key.txt' < .clawdlets/extra-files/fleet-1/var/lib/sops-nix/key.txt"), "{stdout}");
     assert_ne!(
@@ -1321,16 +1323,8 @@ fn passphrase_protected_operator_key_is_asked_for_once_per_command() {
     age_protect(&plain, &fx.operator_key(), pass, false);
 
     let before = snapshot(&fx.repo);
-    let rotate = [
-        "rekey",
-        "--host",
-        "fleet-1",
-        "--rotate-host-key",
-        "--confirm",
-        "fleet-1",
-    ];
     let (status, shown) = run_on_terminal(
-        &mut fx.cmd(&rotate),
+        &mut fx.cmd(&ROTATE_HOST_KEY),
         &[("Enter passphrase for identity", "wrong horse")],
     );
     assert!(!status.success(), "{shown}");
@@ -1342,7 +1336,7 @@ fn passphrase_protected_operator_key_is_asked_for_once_per_command() {
     );
 
     let (status, shown) = run_on_terminal(
-        &mut fx.cmd(&rotate),
+        &mut fx.cmd(&ROTATE_HOST_KEY),
         &[("Enter passphrase for identity", pass)],
     );
     assert!(status.success(), "{shown}");
@@ -1373,14 +1367,7 @@ fn operator_rules_in_sops_yaml_survive_rekey() {
     ));
     std::fs::write(&sops_yaml, &rules).unwrap();
 
-    let out = fx.run_ok(&[
-        "rekey",
-        "--host",
-        "fleet-1",
-        "--rotate-host-key",
-        "--confirm",
-        "fleet-1",
-    ]);
+    let out = fx.run_ok(&ROTATE_HOST_KEY);
     assert!(
         text(&out).contains("kept: the creation rule for '^ci/.*\\.yaml$'"),
         "{}",
