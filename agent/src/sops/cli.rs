@@ -215,6 +215,13 @@ pub struct UpdateKeysArgs {
 pub struct RotateArgs {
     /// The encrypted file.
     pub file: PathBuf,
+    /// Also add these age recipients (comma-separated) to the first key group, like sops.
+    #[arg(long, value_name = "R1,R2")]
+    pub add_age: Option<String>,
+    /// Also remove these age recipients (comma-separated) from every key group, like sops: the
+    /// new data key is never wrapped for them.
+    #[arg(long, value_name = "R1,R2")]
+    pub rm_age: Option<String>,
     /// Write the result over FILE instead of stdout.
     #[arg(short = 'i', long)]
     pub in_place: bool,
@@ -460,6 +467,15 @@ fn rotate(a: RotateArgs) -> anyhow::Result<ExitCode> {
     let (input, output) = a.types.resolve(&a.file);
     let keys = a.keys.keyring()?;
     let mut file = EncryptedFile::read(&a.file, input)?;
+    if a.add_age.is_some() || a.rm_age.is_some() {
+        let groups = changed_groups(
+            file.key_groups(),
+            &split_recipients(a.add_age.as_deref().unwrap_or_default()),
+            &split_recipients(a.rm_age.as_deref().unwrap_or_default()),
+        )?;
+        file.update_keys(&keys, groups)
+            .with_context(|| format!("cannot change the recipients of '{}'", a.file.display()))?;
+    }
     file.rotate(&keys)
         .with_context(|| format!("cannot rotate '{}'", a.file.display()))?;
     let out = file.with_format(output).to_bytes()?;
@@ -471,6 +487,37 @@ fn rotate(a: RotateArgs) -> anyhow::Result<ExitCode> {
         write_stdout(&out)?;
     }
     Ok(ExitCode::Success)
+}
+
+/// `rotate --add-age/--rm-age`: additions go to the first group, removals leave every group;
+/// a group left empty (no one could open its share) is refused.
+fn changed_groups(
+    mut groups: KeyGroups,
+    add: &[String],
+    remove: &[String],
+) -> anyhow::Result<KeyGroups> {
+    for r in add {
+        super::keys::age_key::parse_recipient(r).map_err(|e| anyhow!("--add-age: {e}"))?;
+    }
+    let first = groups
+        .0
+        .first_mut()
+        .ok_or_else(|| anyhow!("the file has no key group to add recipients to"))?;
+    for r in add {
+        if !first.contains(r) {
+            first.push(r.clone());
+        }
+    }
+    for (n, group) in groups.0.iter_mut().enumerate() {
+        group.retain(|r| !remove.contains(r));
+        if group.is_empty() {
+            bail!(
+                "removing {} would leave key group {n} without a recipient; nothing written",
+                remove.join(", ")
+            );
+        }
+    }
+    Ok(groups)
 }
 
 fn updatekeys(a: UpdateKeysArgs) -> anyhow::Result<ExitCode> {

@@ -1844,3 +1844,46 @@ fn set_and_unset_like_sops() {
     std::fs::write(d.join("bad.yaml"), "x: [").unwrap();
     run_fail(ours(d).arg("filestatus").arg(d.join("bad.yaml")));
 }
+
+/// `rotate --add-age/--rm-age` like sops': a new data key, wrapped for the changed recipients;
+/// a removed recipient opens nothing new; emptying a group is refused and writes nothing.
+#[test]
+fn rotate_adds_and_removes_recipients_like_sops() {
+    if !have_tools("rotate_adds_and_removes_recipients_like_sops") {
+        return;
+    }
+    let dir = tempdir();
+    let d = dir.path();
+    let (a, b) = (age_keygen(d, "a"), age_keygen(d, "b"));
+    std::fs::write(d.join("p.yaml"), "k: v\n").unwrap();
+    let file = d.join("s.yaml");
+    let enc = run_ok(sops_with_key(d, &a.file).args(["-e", "--age", &a.recipient, "p.yaml"]));
+    std::fs::write(&file, enc).unwrap();
+    let rotate = |args: &[&str]| {
+        let mut c = ours(d);
+        c.env("SOPS_AGE_KEY_FILE", &a.file)
+            .args(["rotate", "-i"])
+            .args(args)
+            .arg(&file);
+        run(&mut c)
+    };
+    let opens = |key: &Path| {
+        run(sops_with_key(d, key).arg("-d").arg(&file))
+            .status
+            .success()
+    };
+
+    assert!(rotate(&["--add-age", &b.recipient]).status.success());
+    assert!(opens(&a.file) && opens(&b.file));
+    assert!(rotate(&["--rm-age", &b.recipient]).status.success());
+    assert!(opens(&a.file) && !opens(&b.file));
+    let before = std::fs::read(&file).unwrap();
+    let out = rotate(&["--rm-age", &a.recipient]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("without a recipient"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
