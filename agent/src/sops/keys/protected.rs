@@ -26,8 +26,10 @@ const MAX_PLAINTEXT: u64 = 1 << 20;
 /// `age -p` wrote on a faster one. The file is the user's own key, not input from others.
 const MAX_SCRYPT_LOG_N: u8 = 22;
 
-const NO_PROMPT_HINT: &str = "hint: run this on a terminal, or hand the keys over unprotected \
+/// What to do when no passphrase can be asked for, per kind of key.
+const AGE_FILE_HINT: &str = "hint: run this on a terminal, or hand the keys over unprotected \
      through SOPS_AGE_KEY_CMD (e.g. \"age -d FILE\")";
+const SSH_KEY_HINT: &str = "hint: run this on a terminal, or use an age key for unattended runs";
 
 /// What is sealed.
 enum Sealed {
@@ -155,9 +157,16 @@ impl Protected {
     }
 }
 
-fn ask_for(ask: &AskPassphrase, prompt: &str, what: &str) -> Result<SecretString, String> {
+fn ask_for(
+    ask: &AskPassphrase,
+    prompt: &str,
+    what: &str,
+    hint: &str,
+) -> Result<SecretString, String> {
     ask(prompt).map_err(|e| {
-        format!("{what} is passphrase-protected and the passphrase cannot be asked for: {e}\n{NO_PROMPT_HINT}")
+        format!(
+            "{what} is passphrase-protected and the passphrase cannot be asked for: {e}\n{hint}"
+        )
     })
 }
 
@@ -178,7 +187,7 @@ fn open_age_file(
     }
     // sops 3.11's prompt.
     let prompt = format!("Enter passphrase for identity '{source}': ");
-    let pass = ask_for(ask, &prompt, "the identity file")?;
+    let pass = ask_for(ask, &prompt, "the identity file", AGE_FILE_HINT)?;
     let mut id =
         age::scrypt::Identity::new(age::secrecy::SecretString::from(pass.expose().to_string()));
     id.set_max_work_factor(MAX_SCRYPT_LOG_N);
@@ -211,7 +220,7 @@ fn open_ssh_key(
         .map_err(|e| format!("not an OpenSSH private key: {e}"))?;
     // sops 3.11's prompt.
     let prompt = format!("Enter passphrase for \"{source}\": ");
-    let pass = ask_for(ask, &prompt, "the SSH key")?;
+    let pass = ask_for(ask, &prompt, "the SSH key", SSH_KEY_HINT)?;
     let plain = key.decrypt(pass.expose()).map_err(|e| match e {
         ssh_key::Error::Crypto => "incorrect passphrase".to_string(),
         other => format!("cannot decrypt the SSH key: {other}"),
