@@ -1546,6 +1546,27 @@ fn edit_changes_only_the_edited_value_like_sops() {
     let decrypted = run_ok(sops_with_key(d, &key.file).arg("-d").arg(&file));
     assert!(String::from_utf8(decrypted).unwrap().contains("port: 6543"));
 
+    // Ctrl-C while the editor runs: it reaches the editor, we survive, wipe, write nothing.
+    let before_interrupt = std::fs::read(&file).unwrap();
+    let slow = editor_script(
+        d,
+        "slow.sh",
+        &format!(
+            "dirname \"$1\" > {}/slow-dir; echo editor-ready; sleep 30",
+            d.display()
+        ),
+    );
+    let mut cmd = edit(&slow);
+    let (status, shown) = run_on_terminal(&mut cmd, &[("editor-ready", "\u{3}")]);
+    assert!(!status.success(), "{shown}");
+    assert!(shown.contains("nothing written"), "{shown}");
+    let slow_dir = std::fs::read_to_string(d.join("slow-dir")).unwrap();
+    assert!(
+        !Path::new(slow_dir.trim()).exists(),
+        "plaintext dir left after Ctrl-C"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before_interrupt);
+
     // Through a symlink: the file it names changes, the link stays a link.
     let link = d.join("link.yaml");
     std::os::unix::fs::symlink(&file, &link).unwrap();
