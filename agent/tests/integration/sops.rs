@@ -1723,6 +1723,24 @@ fn exec_env_and_exec_file_like_sops() {
     let path = String::from_utf8(mine.stdout).unwrap();
     assert!(!Path::new(path.trim()).parent().unwrap().exists());
 
+    // Ctrl-C on a terminal reaches the command; we wipe and exit like it (128 + SIGINT).
+    let mut cmd = ours(d);
+    cmd.env("SOPS_AGE_KEY_FILE", &key.file)
+        .env("XDG_RUNTIME_DIR", "/dev/shm")
+        .args(["exec-file", "--no-fifo", f])
+        .arg(format!(
+            "echo {{}} > {}/where; echo cmd-ready; sleep 30",
+            d.display()
+        ));
+    let (status, shown) =
+        crate::common::terminal::run_on_terminal(&mut cmd, &[("cmd-ready", "\u{3}")]);
+    assert_eq!(status.code(), Some(130), "{shown}");
+    let plain = std::fs::read_to_string(d.join("where")).unwrap();
+    assert!(
+        !Path::new(plain.trim()).parent().unwrap().exists(),
+        "{plain}"
+    );
+
     // Nested values cannot be variables: refused by key name, no value shown.
     std::fs::write(d.join("n.yaml"), "n:\n    x: hunter2\n").unwrap();
     let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "n.yaml"]));
