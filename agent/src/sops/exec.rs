@@ -153,13 +153,7 @@ pub fn exec_file(a: ExecFileArgs) -> anyhow::Result<ExitCode> {
             let feeder = s.spawn(|| feed_fifo(&path, plaintext.expose()));
             let status = run_in_foreground(&mut shell(&command, a.pristine));
             if !feeder.is_finished() {
-                // Nobody read it: open the other end so the feeder's open returns and its
-                // write fails once we close it again.
-                let _unblock = nix::fcntl::open(
-                    &path,
-                    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
-                    nix::sys::stat::Mode::empty(),
-                );
+                drain_fifo(&path, &feeder);
             }
             let _fed_or_not = feeder.join();
             status
@@ -177,6 +171,32 @@ pub fn exec_file(a: ExecFileArgs) -> anyhow::Result<ExitCode> {
         0 => ExitCode::Success,
         c => ExitCode::Passthrough(u8::try_from(c).unwrap_or(1)),
     })
+}
+
+/// The command ended without reading the whole FIFO: become its reader, so the feeder's open
+/// (which may not even have started yet) and its writes return, and discard what it writes.
+fn drain_fifo(path: &Path, feeder: &std::thread::ScopedJoinHandle<'_, std::io::Result<()>>) {
+    use std::io::Read as _;
+    let Ok(fd) = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    let mut sink = std::fs::File::from(fd);
+    let mut buf = zeroize::Zeroizing::new([0u8; 8192]);
+    while !feeder.is_finished() {
+        match sink.read(&mut buf[..]) {
+            Ok(n) if n > 0 => {}
+            // No writer yet, or nothing to read yet.
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// Writes the plaintext into the FIFO once a reader opens it.
