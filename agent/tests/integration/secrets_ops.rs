@@ -1437,10 +1437,14 @@ fn failed_editor_writes_nothing_and_removes_the_private_dir() {
                 .starts_with("clawdlets-plain-")
         })
         .collect();
-    // Other tests may be editing concurrently; none of ours may hold this test's value.
+    // Other tests may be editing concurrently; none of ours may hold this test's value. Only
+    // regular files are read: `sops exec-file` keeps FIFOs there, and opening one would block.
     for e in leftovers {
         if let Ok(rd) = std::fs::read_dir(e.path()) {
-            for f in rd.flatten() {
+            for f in rd
+                .flatten()
+                .filter(|f| f.file_type().is_ok_and(|t| t.is_file()))
+            {
                 assert_ne!(
                     std::fs::read_to_string(f.path()).unwrap_or_default(),
                     "changed\n"
