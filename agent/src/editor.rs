@@ -2,7 +2,8 @@
 //! directory on a RAM filesystem (tmpfs/ramfs under $XDG_RUNTIME_DIR or /dev/shm; a disk-backed
 //! temp dir only when the caller allows it), files created 0600 and `O_NOFOLLOW`, and on drop
 //! every file overwritten and the directory removed — on success, error or Ctrl-C (this process
-//! ignores SIGINT/SIGQUIT while the editor runs, so the interrupt reaches only the editor).
+//! ignores SIGINT/SIGQUIT while the editor runs, so the interrupt reaches only the editor). What
+//! a killed process (SIGKILL) left behind is wiped by the next run.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -72,13 +73,54 @@ fn private_dir_in(candidates: &[PathBuf], allow_persistent: bool) -> anyhow::Res
              hint: --allow-persistent-tmp accepts a disk-backed temp dir (plaintext may survive on disk)"
         ),
     };
+    sweep_stale(&base);
     use rand::Rng as _;
     let n: u64 = rand::rngs::OsRng.r#gen();
-    let path = base.join(format!("clawdlets-plain-{n:016x}"));
+    let path = base.join(format!("{PREFIX}{}-{n:016x}", std::process::id()));
     std::fs::create_dir(&path).with_context(|| format!("cannot create '{}'", path.display()))?;
     let dir = PrivateDir { path };
     std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o700))?;
     Ok(dir)
+}
+
+/// Scratch directories are named `clawdlets-plain-<pid>-<random>`, so a later run can tell
+/// which ones outlived their process.
+const PREFIX: &str = "clawdlets-plain-";
+
+/// Wipes scratch directories in `base` that belong to this user and whose process is gone (it
+/// was killed before it could wipe them, e.g. by SIGKILL). A live process's directory, another
+/// user's, and anything not a plain directory are left alone. (A process in another PID
+/// namespace sharing this tmpfs would look gone; its edit would then fail to read back and
+/// write nothing — the safe way to fail.)
+fn sweep_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt as _;
+        // Signal 0 only asks whether the process exists (EPERM: it does, as another user).
+        let alive = !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if meta.is_dir() && meta.uid() == me && !alive {
+            drop(PrivateDir { path: e.path() });
+        }
+    }
 }
 
 fn editor() -> String {
@@ -181,6 +223,26 @@ mod tests {
         );
         let d = private_dir_in(&[PathBuf::from("/proc")], true).unwrap();
         assert!(d.path.starts_with(std::env::temp_dir()));
+    }
+
+    #[test]
+    fn stale_dirs_of_dead_processes_are_wiped_and_others_kept() {
+        let base = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let stale = base.path().join(format!("{PREFIX}{dead}-00"));
+        let live = base
+            .path()
+            .join(format!("{PREFIX}{}-01", std::process::id()));
+        let foreign = base.path().join("clawdlets-plain-notapid");
+        for d in [&stale, &live, &foreign] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("s.yaml"), b"plaintext").unwrap();
+        }
+        sweep_stale(base.path());
+        assert!(!stale.exists(), "the dead process's plaintext is left");
+        assert!(live.join("s.yaml").exists() && foreign.join("s.yaml").exists());
     }
 
     #[test]
