@@ -1420,6 +1420,19 @@ fn passphrase_protected_ssh_key_like_sops() {
     );
 }
 
+/// `plain` (YAML) encrypted to `key` by the real sops, written to `to`; returns the bytes.
+fn sops_encrypted(d: &Path, key: &crate::common::sops::AgeKey, plain: &str, to: &Path) -> Vec<u8> {
+    std::fs::write(d.join("plain-input.yaml"), plain).unwrap();
+    let enc = run_ok(sops_with_key(d, &key.file).args([
+        "-e",
+        "--age",
+        &key.recipient,
+        "plain-input.yaml",
+    ]));
+    std::fs::write(to, &enc).unwrap();
+    enc
+}
+
 /// Writes an executable editor script into `dir` and returns its path.
 fn editor_script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
@@ -1442,14 +1455,13 @@ fn edit_changes_only_the_edited_value_like_sops() {
     let dir = tempdir();
     let d = dir.path();
     let key = age_keygen(d, "k");
-    std::fs::write(
-        d.join("p.yaml"),
-        "# settings\ndb:\n    user: admin\n    password: hunter2\nport: 5432\nlist:\n    - a\n    - b\n",
-    )
-    .unwrap();
     let file = d.join("s.yaml");
-    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "p.yaml"]));
-    std::fs::write(&file, &enc).unwrap();
+    let enc = sops_encrypted(
+        d,
+        &key,
+        "# settings\ndb:\n    user: admin\n    password: hunter2\nport: 5432\nlist:\n    - a\n    - b\n",
+        &file,
+    );
     let edit = |editor: &Path| {
         let mut c = ours(d);
         c.env("SOPS_AGE_KEY_FILE", &key.file)
@@ -1547,12 +1559,14 @@ fn edit_changes_only_the_edited_value_like_sops() {
     assert!(String::from_utf8(decrypted).unwrap().contains("port: 6543"));
 
     // Ctrl-C while the editor runs: it reaches the editor, we survive, wipe, write nothing.
+    // "Ready" is printed only once the editor has become `sleep`, so the Ctrl-C cannot land
+    // before it starts (a sleep forked after the signal would hold the terminal for 30 s).
     let before_interrupt = std::fs::read(&file).unwrap();
     let slow = editor_script(
         d,
         "slow.sh",
         &format!(
-            "dirname \"$1\" > {}/slow-dir; echo editor-ready; sleep 30",
+            "dirname \"$1\" > {}/slow-dir; (sleep 0.3; echo editor-ready) & exec sleep 30",
             d.display()
         ),
     );
@@ -1639,14 +1653,13 @@ fn exec_env_and_exec_file_like_sops() {
     let dir = tempdir();
     let d = dir.path();
     let key = age_keygen(d, "k");
-    std::fs::write(
-        d.join("p.yaml"),
-        "A: one\nB: two words\nC: 3\nD: |\n    multi\n    line\n",
-    )
-    .unwrap();
     let file = d.join("s.yaml");
-    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "p.yaml"]));
-    std::fs::write(&file, enc).unwrap();
+    sops_encrypted(
+        d,
+        &key,
+        "A: one\nB: two words\nC: 3\nD: |\n    multi\n    line\n",
+        &file,
+    );
     let both = |args: &[&str]| {
         let theirs = run_within(sops_with_key(d, &key.file).args(args), 30);
         let mut c = ours(d);
@@ -1727,13 +1740,14 @@ fn exec_env_and_exec_file_like_sops() {
     let path = String::from_utf8(mine.stdout).unwrap();
     assert!(!Path::new(path.trim()).parent().unwrap().exists());
 
-    // Ctrl-C on a terminal reaches the command; we wipe and exit like it (128 + SIGINT).
+    // Ctrl-C on a terminal reaches the command; we wipe and exit like it (128 + SIGINT). As in
+    // the edit test, "ready" comes once the command has become `sleep`.
     let mut cmd = ours(d);
     cmd.env("SOPS_AGE_KEY_FILE", &key.file)
         .env("XDG_RUNTIME_DIR", "/dev/shm")
         .args(["exec-file", "--no-fifo", f])
         .arg(format!(
-            "echo {{}} > {}/where; echo cmd-ready; sleep 30",
+            "echo {{}} > {}/where; (sleep 0.3; echo cmd-ready) & exec sleep 30",
             d.display()
         ));
     let (status, shown) =
@@ -1746,9 +1760,7 @@ fn exec_env_and_exec_file_like_sops() {
     );
 
     // Nested values cannot be variables: refused by key name, no value shown.
-    std::fs::write(d.join("n.yaml"), "n:\n    x: hunter2\n").unwrap();
-    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "n.yaml"]));
-    std::fs::write(d.join("ne.yaml"), enc).unwrap();
+    sops_encrypted(d, &key, "n:\n    x: hunter2\n", &d.join("ne.yaml"));
     let (theirs, mine) = both(&["exec-env", d.join("ne.yaml").to_str().unwrap(), "env"]);
     assert!(!theirs.status.success() && !mine.status.success());
     let err = stderr_of(&mine);
@@ -1770,14 +1782,13 @@ fn set_and_unset_like_sops() {
     let dir = tempdir();
     let d = dir.path();
     let key = age_keygen(d, "k");
-    std::fs::write(
-        d.join("p.yaml"),
-        "a:\n    b: 1\nl:\n    - x\n    - y\nkeep: same\n",
-    )
-    .unwrap();
-    let enc = run_ok(sops_with_key(d, &key.file).args(["-e", "--age", &key.recipient, "p.yaml"]));
     let (theirs, mine) = (d.join("theirs.yaml"), d.join("mine.yaml"));
-    std::fs::write(&theirs, &enc).unwrap();
+    let enc = sops_encrypted(
+        d,
+        &key,
+        "a:\n    b: 1\nl:\n    - x\n    - y\nkeep: same\n",
+        &theirs,
+    );
     std::fs::write(&mine, &enc).unwrap();
     let ours_k = || {
         let mut c = ours(d);
@@ -1878,7 +1889,7 @@ fn set_and_unset_like_sops() {
     assert_eq!(std::fs::read(&mine).unwrap(), before);
 
     // filestatus, keyless, byte for byte like sops'.
-    for (f, want) in [(&mine, "true"), (&d.join("p.yaml"), "false")] {
+    for (f, want) in [(&mine, "true"), (&d.join("plain-input.yaml"), "false")] {
         let theirs = run_ok(crate::common::sops(d).arg("filestatus").arg(f));
         let out = run_ok(ours(d).arg("filestatus").arg(f));
         assert_eq!(out, theirs);
@@ -1898,10 +1909,8 @@ fn rotate_adds_and_removes_recipients_like_sops() {
     let dir = tempdir();
     let d = dir.path();
     let (a, b) = (age_keygen(d, "a"), age_keygen(d, "b"));
-    std::fs::write(d.join("p.yaml"), "k: v\n").unwrap();
     let file = d.join("s.yaml");
-    let enc = run_ok(sops_with_key(d, &a.file).args(["-e", "--age", &a.recipient, "p.yaml"]));
-    std::fs::write(&file, enc).unwrap();
+    sops_encrypted(d, &a, "k: v\n", &file);
     let rotate = |args: &[&str]| {
         let mut c = ours(d);
         c.env("SOPS_AGE_KEY_FILE", &a.file)
