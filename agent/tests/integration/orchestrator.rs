@@ -374,9 +374,7 @@ fn orchestrator_refuses_unsafe_socket_dir_and_wildcard_listen() {
     if !require_root("orchestrator_refuses_unsafe_socket_dir_and_wildcard_listen") {
         return;
     }
-    let mut d = Daemon::start("root", json!({}), false);
-    d.stop();
-    std::fs::remove_file(&d.socket).ok();
+    let mut d = Daemon::configured("root", json!({}), false);
     let dir = d.socket.parent().unwrap().to_path_buf();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = common::run(&mut d.command());
@@ -446,9 +444,7 @@ fn orchestrator_speaks_sd_notify_ready_watchdog_stopping() {
     if !ready("orchestrator_speaks_sd_notify_ready_watchdog_stopping") {
         return;
     }
-    let mut d = Daemon::start("root", json!({}), false);
-    d.stop();
-    std::fs::remove_file(&d.socket).ok();
+    let d = Daemon::configured("root", json!({}), false);
     let notify_path = d.root.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify

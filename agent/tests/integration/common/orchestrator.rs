@@ -29,6 +29,14 @@ impl Daemon {
     /// Starts a daemon whose socket belongs to `group`; `config` is merged into a base config
     /// that points the secrets dir and the local cattle work dir into the temp root.
     pub fn start(group: &str, config: Value, cattle_listen: bool) -> Daemon {
+        let mut d = Daemon::configured(group, config, cattle_listen);
+        d.spawn();
+        d
+    }
+
+    /// A daemon's root, config and paths, not started (for tests that run `command()` their own
+    /// way first).
+    pub fn configured(group: &str, config: Value, cattle_listen: bool) -> Daemon {
         let root = super::tempdir();
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let run = root.path().join("run");
@@ -43,7 +51,7 @@ impl Daemon {
         merge(&mut cfg, config);
         let config_path = root.path().join("config.json");
         std::fs::write(&config_path, cfg.to_string()).unwrap();
-        let mut d = Daemon {
+        Daemon {
             socket: run.join("orchestrator.sock"),
             state: root.path().join("state/state.sqlite"),
             log: root.path().join("daemon.log"),
@@ -54,9 +62,7 @@ impl Daemon {
             group: group.to_string(),
             config: config_path,
             cattle_listen,
-        };
-        d.spawn();
-        d
+        }
     }
 
     /// The command line (for tests that expect a refusal to start).
