@@ -99,24 +99,16 @@ fn check_key_file_mode(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The recipient of an operator key file. A passphrase-protected file (`age -p`, as sops reads
-/// it) is opened through `identity`, which keeps it open for the rest of the command.
+/// The recipient of an operator key file: its first key, read through `identity` (which keeps
+/// the keys for the rest of the command), so a passphrase-protected file (`age -p`, as sops
+/// reads it) is asked for once and a plain one is read once.
 fn operator_recipient(path: &Path, identity: &Identity) -> anyhow::Result<String> {
     check_key_file_mode(path)?;
-    let head = std::fs::read(path)
-        .with_context(|| format!("cannot read key file '{}'", path.display()))?;
-    if !crate::sops::keys::is_age_file(&zeroize::Zeroizing::new(head)) {
-        return Ok(read_key_file(path)?.recipient);
-    }
-    let recipients = identity.recipients()?;
-    match recipients.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => bail!(
-            "the protected key file '{}' holds {} age keys; an operator key file holds one",
-            path.display(),
-            recipients.len()
-        ),
-    }
+    identity
+        .recipients()?
+        .into_iter()
+        .next()
+        .with_context(|| format!("'{}' holds no age key", path.display()))
 }
 
 /// The local operator: name, recipient and identity for decryption.
