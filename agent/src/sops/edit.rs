@@ -48,14 +48,23 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("cannot read '{shown}'")),
     };
-    let keys = a.keys.keyring()?;
-    // Everything that can fail before the editor does, so nobody edits for nothing.
-    let (plain, new_file) = match &existing {
-        Some(f) => {
-            let tree = f
-                .decrypt(&keys)
-                .with_context(|| format!("cannot decrypt '{shown}'"))?;
-            (tree.emit(format)?, None)
+    // Whatever can fail before the editor (keys, recipients) does, so nobody edits for nothing.
+    let sealed = match existing {
+        Some(mut file) => {
+            let keys = a.keys.keyring()?;
+            let changed = file
+                .modify(&keys, |tree| -> anyhow::Result<bool> {
+                    let plain = tree.emit(format)?;
+                    match edit_until_parsed(&a.file, &plain, format, a.allow_persistent_tmp)? {
+                        Some(edited) => {
+                            *tree = edited;
+                            Ok(true)
+                        }
+                        None => Ok(false),
+                    }
+                })
+                .with_context(|| format!("cannot edit '{shown}'"))?;
+            changed.then_some(file)
         }
         None => {
             let opts = encrypt_options(
@@ -67,22 +76,20 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
                 a.config.as_deref(),
             )
             .with_context(|| format!("cannot create '{shown}'"))?;
-            (SecretBytes::default(), Some(opts))
+            edit_until_parsed(
+                &a.file,
+                &SecretBytes::default(),
+                format,
+                a.allow_persistent_tmp,
+            )?
+            .map(|tree| EncryptedFile::encrypt(&tree, format, &opts))
+            .transpose()
+            .with_context(|| format!("cannot encrypt '{shown}'"))?
         }
     };
-    let Some(tree) = edit_until_parsed(&a.file, &plain, format, a.allow_persistent_tmp)? else {
+    let Some(sealed) = sealed else {
         eprintln!("'{shown}': unchanged, nothing written");
         return Ok(ExitCode::Success);
-    };
-    let sealed = match (existing, new_file) {
-        (Some(mut f), _) => {
-            f.set_tree(&keys, &tree)
-                .with_context(|| format!("cannot encrypt '{shown}'"))?;
-            f
-        }
-        (None, Some(opts)) => EncryptedFile::encrypt(&tree, format, &opts)
-            .with_context(|| format!("cannot encrypt '{shown}'"))?,
-        (None, None) => unreachable!("a new file has encryption options"),
     };
     write_in_place(&a.file, &sealed.to_bytes()?)?;
     tracing::info!(event = "sops_edited", file = %shown, "file edited");

@@ -318,6 +318,22 @@ impl EncryptedFile {
         self.seal(tree, &mut cipher)
     }
 
+    /// Decrypts once (MAC verified), lets `change` edit the plaintext, and re-seals only when
+    /// it reports a change; as with `set_tree`, values whose plaintext and key path stayed keep
+    /// their exact ciphertext. Returns what `change` returned.
+    pub fn modify<E: From<SopsError>>(
+        &mut self,
+        keys: &Keyring,
+        change: impl FnOnce(&mut Tree) -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        let (mut tree, mut cipher) = self.open(keys, true)?;
+        let changed = change(&mut tree)?;
+        if changed {
+            self.seal(&tree, &mut cipher)?;
+        }
+        Ok(changed)
+    }
+
     /// Re-wraps the same data key for new key groups (values untouched).
     pub fn update_keys(&mut self, keys: &Keyring, groups: KeyGroups) -> Result<(), SopsError> {
         self.update_keys_with_threshold(keys, groups, None)

@@ -133,16 +133,13 @@ fn edit_file(
     let shown = file.display();
     let keys = open.keys.keyring()?;
     let mut sealed = EncryptedFile::read(file, format)?;
-    let mut tree = sealed
-        .decrypt(&keys)
-        .with_context(|| format!("cannot decrypt '{shown}'"))?;
-    if !change(&mut tree)? {
+    let changed = sealed
+        .modify(&keys, change)
+        .with_context(|| format!("cannot change '{shown}'"))?;
+    if !changed {
         eprintln!("'{shown}': already as asked, nothing written");
         return Ok(ExitCode::Success);
     }
-    sealed
-        .set_tree(&keys, &tree)
-        .with_context(|| format!("cannot encrypt '{shown}'"))?;
     write_in_place(file, &sealed.to_bytes()?)?;
     tracing::info!(event = "sops_value_changed", file = %shown, "value set or unset");
     Ok(ExitCode::Success)
