@@ -206,42 +206,56 @@ fn put(root: &mut Map, path: &[PathItem], value: Value) {
     let Some((PathItem::Key(first), rest)) = path.split_first() else {
         return;
     };
-    if root.get(first).is_none() {
-        root.insert(first, Value::Null);
-    }
-    let mut slot = root.get_mut(first).expect("inserted above");
+    let mut slot = child(root, first);
     for step in rest {
         slot = match step {
-            PathItem::Key(k) => {
-                if !matches!(slot, Value::Map(_)) {
-                    *slot = Value::Map(Map::default());
-                }
-                let Value::Map(m) = slot else {
-                    unreachable!("made a map above")
-                };
-                if m.get(k).is_none() {
-                    m.insert(k, Value::Null);
-                }
-                m.get_mut(k).expect("inserted above")
-            }
+            PathItem::Key(k) => child(as_map(slot), k),
             PathItem::Index(i) => {
-                if !matches!(slot, Value::List(_)) {
-                    *slot = Value::List(Vec::new());
-                }
-                let Value::List(l) = slot else {
-                    unreachable!("made a list above")
-                };
-                let len = l.iter().filter(|v| !matches!(v, Value::Comment(_))).count();
-                if *i >= len {
-                    l.push(Value::Null);
-                    l.last_mut().expect("pushed above")
+                let list = as_list(slot);
+                let len = list
+                    .iter()
+                    .filter(|v| !matches!(v, Value::Comment(_)))
+                    .count();
+                if *i < len {
+                    nth_item(list, *i).expect("index checked above")
                 } else {
-                    nth_item(l, *i).expect("index checked above")
+                    list.push(Value::Null);
+                    list.last_mut().expect("pushed above")
                 }
             }
         };
     }
     *slot = value;
+}
+
+/// The value of `key` in `map`, added as null when missing.
+fn child<'a>(map: &'a mut Map, key: &str) -> &'a mut Value {
+    if map.get(key).is_none() {
+        map.insert(key, Value::Null);
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
+/// `slot` as a map, replacing whatever else it held with an empty one.
+fn as_map(slot: &mut Value) -> &mut Map {
+    if !matches!(slot, Value::Map(_)) {
+        *slot = Value::Map(Map::default());
+    }
+    match slot {
+        Value::Map(m) => m,
+        _ => unreachable!("made a map above"),
+    }
+}
+
+/// `slot` as a list, replacing whatever else it held with an empty one.
+fn as_list(slot: &mut Value) -> &mut Vec<Value> {
+    if !matches!(slot, Value::List(_)) {
+        *slot = Value::List(Vec::new());
+    }
+    match slot {
+        Value::List(l) => l,
+        _ => unreachable!("made a list above"),
+    }
 }
 
 /// Removes what `path` names under `root`; None when it does not exist.
