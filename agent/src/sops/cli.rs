@@ -80,6 +80,23 @@ impl KeyArgs {
     }
 }
 
+/// A sops file's format and the keys that open it (commands that use or change one file).
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// Input format (default: from the file extension).
+    #[arg(long, value_name = "T", value_parser = parse_format)]
+    pub input_type: Option<Format>,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+impl OpenArgs {
+    /// The format of `file`: as given, else from its extension.
+    pub(super) fn format(&self, file: &Path) -> Format {
+        self.input_type.unwrap_or_else(|| Format::from_path(file))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct TypeArgs {
     /// Input format (default: from the file extension).
@@ -204,11 +221,8 @@ pub struct UpdateKeysArgs {
     /// Use this `.sops.yaml` instead of searching from the current directory.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Input format (default: from the file extension).
-    #[arg(long, value_name = "T", value_parser = parse_format)]
-    pub input_type: Option<Format>,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub open: OpenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -521,7 +535,7 @@ fn changed_groups(
 }
 
 fn updatekeys(a: UpdateKeysArgs) -> anyhow::Result<ExitCode> {
-    let input = a.input_type.unwrap_or_else(|| Format::from_path(&a.file));
+    let input = a.open.format(&a.file);
     let config = load_config(a.config.as_deref())?.ok_or_else(|| {
         anyhow!("no .sops.yaml found from the current directory up\nhint: pass --config FILE")
     })?;
@@ -601,7 +615,7 @@ fn updatekeys(a: UpdateKeysArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::Failure);
         }
     }
-    let keys = a.keys.keyring()?;
+    let keys = a.open.keys.keyring()?;
     file.update_keys_with_threshold(&keys, new, rule.shamir_threshold)
         .with_context(|| format!("cannot update the keys of '{}'", a.file.display()))?;
     write_in_place(&a.file, &file.to_bytes()?)?;

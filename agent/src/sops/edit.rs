@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use super::cli::{KeyArgs, encrypt_options, parse_format, write_in_place};
+use super::cli::{OpenArgs, encrypt_options, write_in_place};
 use super::file::EncryptedFile;
 use super::store::Format;
 use super::tree::Tree;
@@ -29,19 +29,16 @@ pub struct EditArgs {
     /// For a new file: use this `.sops.yaml` instead of searching from the current directory.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// File format (default: from the file extension).
-    #[arg(long, value_name = "T", value_parser = parse_format)]
-    pub input_type: Option<Format>,
     /// Allow the plaintext on a disk-backed temp dir when no tmpfs is available (it may then
     /// survive on disk blocks).
     #[arg(long)]
     pub allow_persistent_tmp: bool,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub open: OpenArgs,
 }
 
 pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
-    let format = a.input_type.unwrap_or_else(|| Format::from_path(&a.file));
+    let format = a.open.format(&a.file);
     let shown = a.file.display();
     let existing = match std::fs::symlink_metadata(&a.file) {
         Ok(_) => Some(EncryptedFile::read(&a.file, format)?),
@@ -51,7 +48,7 @@ pub fn run(a: EditArgs) -> anyhow::Result<ExitCode> {
     // Whatever can fail before the editor (keys, recipients) does, so nobody edits for nothing.
     let sealed = match existing {
         Some(mut file) => {
-            let keys = a.keys.keyring()?;
+            let keys = a.open.keys.keyring()?;
             let changed = file
                 .modify(&keys, |tree| -> anyhow::Result<bool> {
                     let plain = tree.emit(format)?;

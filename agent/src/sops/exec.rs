@@ -17,7 +17,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use clap::Args;
 
-use super::cli::{KeyArgs, parse_format};
+use super::cli::{OpenArgs, parse_format};
 use super::file::EncryptedFile;
 use super::store::Format;
 use super::tree::{Tree, Value};
@@ -33,11 +33,8 @@ pub struct ExecEnvArgs {
     /// Start the command with only the decrypted variables, none of this environment.
     #[arg(long)]
     pub pristine: bool,
-    /// Input format (default: from the file extension).
-    #[arg(long, value_name = "T", value_parser = parse_format)]
-    pub input_type: Option<Format>,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub open: OpenArgs,
 }
 
 #[derive(Debug, Args)]
@@ -56,9 +53,6 @@ pub struct ExecFileArgs {
     /// Start the command without this environment.
     #[arg(long)]
     pub pristine: bool,
-    /// Input format (default: from the file extension).
-    #[arg(long, value_name = "T", value_parser = parse_format)]
-    pub input_type: Option<Format>,
     /// Format of the plaintext file (default: the input format).
     #[arg(long, value_name = "T", value_parser = parse_format)]
     pub output_type: Option<Format>,
@@ -66,12 +60,12 @@ pub struct ExecFileArgs {
     #[arg(long)]
     pub allow_persistent_tmp: bool,
     #[command(flatten)]
-    pub keys: KeyArgs,
+    pub open: OpenArgs,
 }
 
-fn decrypt(file: &Path, format: Format, keys: &KeyArgs) -> anyhow::Result<Tree> {
-    let keys = keys.keyring()?;
-    EncryptedFile::read(file, format)?
+fn decrypt(file: &Path, open: &OpenArgs) -> anyhow::Result<Tree> {
+    let keys = open.keys.keyring()?;
+    EncryptedFile::read(file, open.format(file))?
         .decrypt(&keys)
         .with_context(|| format!("cannot decrypt '{}'", file.display()))
 }
@@ -109,8 +103,7 @@ fn variables(tree: &Tree) -> anyhow::Result<Vec<(OsString, OsString)>> {
 }
 
 pub fn exec_env(a: ExecEnvArgs) -> anyhow::Result<ExitCode> {
-    let format = a.input_type.unwrap_or_else(|| Format::from_path(&a.file));
-    let tree = decrypt(&a.file, format, &a.keys)?;
+    let tree = decrypt(&a.file, &a.open)?;
     let vars = variables(&tree)?;
     drop(tree);
     let mut cmd = shell(&a.command, a.pristine);
@@ -121,13 +114,12 @@ pub fn exec_env(a: ExecEnvArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn exec_file(a: ExecFileArgs) -> anyhow::Result<ExitCode> {
-    let input = a.input_type.unwrap_or_else(|| Format::from_path(&a.file));
-    let output = a.output_type.unwrap_or(input);
+    let output = a.output_type.unwrap_or(a.open.format(&a.file));
     let name = a.filename.as_deref().unwrap_or("tmp-file");
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         bail!("--filename must be a plain file name, got '{name}'");
     }
-    let plaintext = decrypt(&a.file, input, &a.keys)?.emit(output)?;
+    let plaintext = decrypt(&a.file, &a.open)?.emit(output)?;
     let dir = private_dir(a.allow_persistent_tmp)?;
     let path = dir.path.join(name);
     let Some(shown) = path

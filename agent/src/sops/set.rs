@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 
-use super::cli::{KeyArgs, PathItem, parse_extract, parse_format, write_in_place};
+use super::cli::{OpenArgs, PathItem, parse_extract, write_in_place};
 use super::file::EncryptedFile;
-use super::store::Format;
 use super::tree::{Map, Tree, Value};
 use crate::exit::ExitCode;
 use crate::secret::SecretBytes;
@@ -55,16 +54,6 @@ pub struct UnsetArgs {
     pub idempotent: bool,
     #[command(flatten)]
     pub open: OpenArgs,
-}
-
-/// How to open the file: its format and the keys.
-#[derive(Debug, Args)]
-pub struct OpenArgs {
-    /// Input format (default: from the file extension).
-    #[arg(long, value_name = "T", value_parser = parse_format)]
-    pub input_type: Option<Format>,
-    #[command(flatten)]
-    pub keys: KeyArgs,
 }
 
 pub fn set(a: SetArgs) -> anyhow::Result<ExitCode> {
@@ -129,7 +118,7 @@ fn edit_file(
     open: &OpenArgs,
     change: impl FnOnce(&mut Tree) -> anyhow::Result<bool>,
 ) -> anyhow::Result<ExitCode> {
-    let format = open.input_type.unwrap_or_else(|| Format::from_path(file));
+    let format = open.format(file);
     let shown = file.display();
     let keys = open.keys.keyring()?;
     let mut sealed = EncryptedFile::read(file, format)?;
