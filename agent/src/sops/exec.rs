@@ -20,7 +20,7 @@ use clap::Args;
 use super::cli::{OpenArgs, parse_format};
 use super::file::EncryptedFile;
 use super::store::Format;
-use super::tree::{Tree, Value};
+use super::tree::{MapItem, Tree, Value};
 use crate::editor::{private_dir, run_in_foreground, write_private_file};
 use crate::exit::ExitCode;
 
@@ -83,8 +83,12 @@ fn shell(command: &str, pristine: bool) -> Command {
 /// order. Complex values and names the environment cannot hold are refused by key, never by value.
 fn variables(tree: &Tree) -> anyhow::Result<Vec<(OsString, OsString)>> {
     let mut out = Vec::new();
-    for key in tree.top_level_keys() {
-        let value = match tree.get(&[key.as_str()])? {
+    let pairs = tree.documents.first().into_iter().flat_map(|doc| &doc.0);
+    for item in pairs {
+        let MapItem::Pair(key, value) = item else {
+            continue;
+        };
+        let value = match value {
             Value::Null => Vec::new(),
             v => match v.to_secret_bytes() {
                 Some(b) => b.expose().to_vec(),
